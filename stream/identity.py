@@ -106,7 +106,8 @@ class IdentityGraph:
         rec_s, rec_x = (rec_a, rec_b) if survivor == ra else (rec_b, rec_a)
         merged = {
             "seq": rec_s["seq"],
-            "accounts": rec_s["accounts"] + [x for x in rec_x["accounts"] if x not in rec_s["accounts"]],
+            "accounts": rec_s["accounts"]
+            + [x for x in rec_x["accounts"] if x not in rec_s["accounts"]],
             "ids": rec_s["ids"] + [x for x in rec_x["ids"] if x not in rec_s["ids"]],
         }
         self.store["P:" + survivor] = merged
@@ -114,7 +115,9 @@ class IdentityGraph:
         self.store["m:" + absorbed] = survivor
         return Merge(absorbed=absorbed, survivor=survivor)
 
-    def _attach_identifiers(self, person: str, identifiers: Iterable[tuple[str, str]]) -> list[Merge]:
+    def _attach_identifiers(
+        self, person: str, identifiers: Iterable[tuple[str, str]]
+    ) -> list[Merge]:
         merges: list[Merge] = []
         for kind, value in identifiers:
             key = f"i:{kind}:{value}"
@@ -134,7 +137,9 @@ class IdentityGraph:
         ra = self.resolve_account(*a)
         rb = self.resolve_account(*b)
         merge = self.union(ra.person_id, rb.person_id)
-        return Resolution(self.find(ra.person_id), created=ra.created, merges=[merge] if merge else [])
+        return Resolution(
+            self.find(ra.person_id), created=ra.created, merges=[merge] if merge else []
+        )
 
     def resolve(self, event: Event) -> Resolution:
         """The person behind ``event``, joining accounts as its link/identifiers demand."""

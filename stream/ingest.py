@@ -23,9 +23,19 @@ from typing import Any, Final, Literal
 from .models import EVENT_TYPES, IDENTIFIER_KINDS, ITEM_TYPES, TEXT_TYPES, Event, Item
 
 Reason = Literal[
-    "invalid_encoding", "invalid_json", "not_an_object", "missing_field", "invalid_field",
-    "unknown_type", "invalid_timestamp", "missing_item", "missing_text", "missing_link",
-    "missing_identifiers", "raw_identifier", "payload_too_large",
+    "invalid_encoding",
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "invalid_field",
+    "unknown_type",
+    "invalid_timestamp",
+    "missing_item",
+    "missing_text",
+    "missing_link",
+    "missing_identifiers",
+    "raw_identifier",
+    "payload_too_large",
 ]
 REASONS: Final[tuple[str, ...]] = Reason.__args__  # type: ignore[attr-defined]
 
@@ -212,8 +222,15 @@ def _validate(d: dict[str, Any], max_chars: int) -> Event:
         raise _Reject("missing_link", "a 'link' event needs 'link': {platform, user_id}")
 
     return Event(
-        event_id=event_id, platform=platform, user_id=user_id, type=etype, ts=ts, item=item,
-        text=text, rating=None if rating is None else float(rating), identifiers=identifiers,
+        event_id=event_id,
+        platform=platform,
+        user_id=user_id,
+        type=etype,
+        ts=ts,
+        item=item,
+        text=text,
+        rating=None if rating is None else float(rating),
+        identifiers=identifiers,
         link=link,
     )
 

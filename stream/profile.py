@@ -105,7 +105,11 @@ class InterestProfile(base.Clusterer):
         self._terms: list[dict[str, float]] = []
         self._recent: list[int] = []
         self._consumed: dict[str, None] = {}
-        self.counters: dict[str, dict[str, float]] = {"platforms": {}, "types": {}, "categories": {}}
+        self.counters: dict[str, dict[str, float]] = {
+            "platforms": {},
+            "types": {},
+            "categories": {},
+        }
         self._counters_at = 0
         self.events = 0
         self.updated_at = 0
@@ -173,7 +177,9 @@ class InterestProfile(base.Clusterer):
         else:
             add = self._decay(self._counters_at - ts)
         c = self.counters
-        c["platforms"][x.get("platform", "?")] = c["platforms"].get(x.get("platform", "?"), 0.0) + add
+        c["platforms"][x.get("platform", "?")] = (
+            c["platforms"].get(x.get("platform", "?"), 0.0) + add
+        )
         c["types"][x.get("type", "?")] = c["types"].get(x.get("type", "?"), 0.0) + add
         if w > 0:
             for term in x.get("terms", ()) or ():
@@ -234,10 +240,14 @@ class InterestProfile(base.Clusterer):
         self._weights[j], self._touched[j] = after, now
         return (before - after) / before
 
-    def _open(self, e: np.ndarray, w: float, ts: int, x: Mapping[str, Any], slot: int | None) -> float:
+    def _open(
+        self, e: np.ndarray, w: float, ts: int, x: Mapping[str, Any], slot: int | None
+    ) -> float:
         row = e[None, :].astype(np.float32)
         if slot is None:
-            self._centroids = row.copy() if self._centroids is None else np.vstack([self._centroids, row])
+            self._centroids = (
+                row.copy() if self._centroids is None else np.vstack([self._centroids, row])
+            )
             self._weights.append(w)
             self._touched.append(ts)
             self._counts.append(1)
@@ -272,7 +282,14 @@ class InterestProfile(base.Clusterer):
     def _drop(self, j: int) -> None:
         assert self._centroids is not None
         self._centroids = np.delete(self._centroids, j, axis=0)
-        for lst in (self._weights, self._touched, self._counts, self._exemplars, self._platforms, self._terms):
+        for lst in (
+            self._weights,
+            self._touched,
+            self._counts,
+            self._exemplars,
+            self._platforms,
+            self._terms,
+        ):
             del lst[j]  # type: ignore[attr-defined]
         if not self._weights:
             self._centroids = None
@@ -285,7 +302,11 @@ class InterestProfile(base.Clusterer):
             for j in range(len(other._weights)):
                 w = other._weight_at(j, now)
                 row = other._centroids[j]
-                self._centroids = row[None, :].copy() if self._centroids is None else np.vstack([self._centroids, row])
+                self._centroids = (
+                    row[None, :].copy()
+                    if self._centroids is None
+                    else np.vstack([self._centroids, row])
+                )
                 self._weights.append(w)
                 self._touched.append(now)
                 self._counts.append(other._counts[j])
@@ -303,7 +324,9 @@ class InterestProfile(base.Clusterer):
             for k, v in table.items():
                 mine[k] = mine.get(k, 0.0) + v * f_other
         self._counters_at = now
-        self._recent = (self._recent + [h for h in other._recent if h not in self._recent])[-self.recent_ids :]
+        self._recent = (self._recent + [h for h in other._recent if h not in self._recent])[
+            -self.recent_ids :
+        ]
         for item in other._consumed:
             self._consumed[item] = None
         while len(self._consumed) > self.consumed_items:
@@ -325,7 +348,10 @@ class InterestProfile(base.Clusterer):
         self._counts[a] += self._counts[b]
         ea, eb = self._exemplars[a], self._exemplars[b]
         self._exemplars[a] = ea if (eb is None or (ea is not None and wa >= wb)) else eb
-        for mine, theirs in ((self._platforms[a], self._platforms[b]), (self._terms[a], self._terms[b])):
+        for mine, theirs in (
+            (self._platforms[a], self._platforms[b]),
+            (self._terms[a], self._terms[b]),
+        ):
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0.0) + v
         _trim(self._terms[a], self.max_terms)
@@ -350,9 +376,13 @@ class InterestProfile(base.Clusterer):
             ex = self._exemplars[j]
             out.append(
                 Interest(
-                    index=j, centroid=self._centroids[j], weight=self._weight_at(j, t),
-                    events=self._counts[j], exemplar_id=ex[0] if ex else None,
-                    exemplar_title=ex[1] if ex else None, platforms=dict(self._platforms[j]),
+                    index=j,
+                    centroid=self._centroids[j],
+                    weight=self._weight_at(j, t),
+                    events=self._counts[j],
+                    exemplar_id=ex[0] if ex else None,
+                    exemplar_title=ex[1] if ex else None,
+                    platforms=dict(self._platforms[j]),
                     terms=dict(self._terms[j]),
                 )
             )
@@ -372,13 +402,17 @@ class InterestProfile(base.Clusterer):
                     "label": i.label,
                     "weight": round(i.weight, 4),
                     "exemplar": {"item_id": i.exemplar_id, "title": i.exemplar_title or ""}
-                    if i.exemplar_id else None,
+                    if i.exemplar_id
+                    else None,
                     "platforms": {k: round(v, 3) for k, v in i.platforms.items()},
                     "events": i.events,
                 }
                 for i in self.interests()
             ],
-            **{name: {k: round(v * f, 4) for k, v in table.items()} for name, table in self.counters.items()},
+            **{
+                name: {k: round(v * f, 4) for k, v in table.items()}
+                for name, table in self.counters.items()
+            },
         }
 
     # --- compact pickling ----------------------------------------------------------------------

@@ -11,8 +11,14 @@ EMAIL = "ab" * 32
 
 
 def event(platform: str, user: str, etype: str = "view", **kw: object) -> Event:
-    return Event(event_id=f"{platform}-{user}-{etype}", platform=platform, user_id=user, type=etype,
-                 ts=0, **kw)  # type: ignore[arg-type]
+    return Event(
+        event_id=f"{platform}-{user}-{etype}",
+        platform=platform,
+        user_id=user,
+        type=etype,
+        ts=0,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_new_accounts_are_new_persons_with_opaque_ids() -> None:

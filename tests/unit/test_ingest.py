@@ -12,7 +12,11 @@ from stream.models import Event
 
 def ev(**kw: object) -> bytes:
     base: dict[str, object] = {
-        "event_id": "e1", "platform": "shop", "user_id": "u1", "type": "view", "ts": 1_700_000_000_000,
+        "event_id": "e1",
+        "platform": "shop",
+        "user_id": "u1",
+        "type": "view",
+        "ts": 1_700_000_000_000,
         "item": {"id": "sku-1", "title": "Shoes"},
     }
     base.update(kw)
@@ -20,7 +24,9 @@ def ev(**kw: object) -> bytes:
 
 
 def test_valid_event_is_cleaned() -> None:
-    raw = ev(item={"id": "sku-1", "title": "  <b>Trail</b>   shoes &amp; socks ", "tags": ["run", " "]})
+    raw = ev(
+        item={"id": "sku-1", "title": "  <b>Trail</b>   shoes &amp; socks ", "tags": ["run", " "]}
+    )
     out = parse_event(raw)
     assert isinstance(out, Event)
     assert out.item is not None

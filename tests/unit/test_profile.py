@@ -24,10 +24,17 @@ def unit(i: int, noise: float = 0.0, seed: int = 0) -> np.ndarray:
 
 
 def obs(n: int, axis: int, *, w: float = 1.0, ts: int | None = None, **kw: Any) -> dict[str, Any]:
-    return {"event_id": f"e{n}", "embedding": unit(axis, 0.05, seed=n), "weight": w,
-            "ts": n * 1000 if ts is None else ts, "platform": kw.get("platform", "shop"),
-            "type": "view", "item_id": f"item-{axis}-{n}", "title": f"Item {axis}/{n}",
-            "terms": kw.get("terms", [f"cat{axis}"])}
+    return {
+        "event_id": f"e{n}",
+        "embedding": unit(axis, 0.05, seed=n),
+        "weight": w,
+        "ts": n * 1000 if ts is None else ts,
+        "platform": kw.get("platform", "shop"),
+        "type": "view",
+        "item_id": f"item-{axis}-{n}",
+        "title": f"Item {axis}/{n}",
+        "terms": kw.get("terms", [f"cat{axis}"]),
+    }
 
 
 def trained(n: int = 60, axes: int = 3) -> InterestProfile:

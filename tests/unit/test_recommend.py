@@ -23,13 +23,25 @@ def build() -> tuple[ItemIndex, InterestProfile]:
     for axis in range(4):
         for j in range(10):
             platforms = ("shop",) if axis == 3 else ()
-            index.upsert(Item(f"i{axis}-{j}", title=f"T{axis}-{j}", platforms=platforms), vec(axis, j / 20))
+            index.upsert(
+                Item(f"i{axis}-{j}", title=f"T{axis}-{j}", platforms=platforms), vec(axis, j / 20)
+            )
     profile = InterestProfile()
     for n in range(12):
         axis = 0 if n < 8 else 1  # a strong taste and a weaker one
-        profile.learn_one({"event_id": f"e{n}", "embedding": vec(axis, 0.0), "weight": 1.0, "ts": n,
-                           "platform": "video", "type": "view", "item_id": f"i{axis}-{n % 3}",
-                           "title": f"T{axis}-{n % 3}", "terms": [f"genre{axis}"]})
+        profile.learn_one(
+            {
+                "event_id": f"e{n}",
+                "embedding": vec(axis, 0.0),
+                "weight": 1.0,
+                "ts": n,
+                "platform": "video",
+                "type": "view",
+                "item_id": f"i{axis}-{n % 3}",
+                "title": f"T{axis}-{n % 3}",
+                "terms": [f"genre{axis}"],
+            }
+        )
     return index, profile
 
 
@@ -58,10 +70,21 @@ def test_each_item_has_a_reason() -> None:
 
 def test_platform_filter() -> None:
     index, profile = build()
-    profile.learn_one({"event_id": "x", "embedding": vec(3, 0.0), "weight": 50.0, "ts": 99,
-                       "platform": "shop", "type": "purchase", "terms": ["genre3"]})
+    profile.learn_one(
+        {
+            "event_id": "x",
+            "embedding": vec(3, 0.0),
+            "weight": 50.0,
+            "ts": 99,
+            "platform": "shop",
+            "type": "purchase",
+            "terms": ["genre3"],
+        }
+    )
     assert any(r.item_id.startswith("i3") for r in index.recommend(profile, 10, platform="shop"))
-    assert not any(r.item_id.startswith("i3") for r in index.recommend(profile, 10, platform="video"))
+    assert not any(
+        r.item_id.startswith("i3") for r in index.recommend(profile, 10, platform="video")
+    )
 
 
 def test_upsert_replaces_in_place() -> None:

@@ -51,7 +51,9 @@ def test_examples() -> None:
     assert len(examples) >= 6
     for path in examples:
         doc = json.loads(path.read_text())
-        kind = path.name.split(".")[1] if path.name.startswith("invalid.") else path.name.split(".")[0]
+        kind = (
+            path.name.split(".")[1] if path.name.startswith("invalid.") else path.name.split(".")[0]
+        )
         expect = not path.name.startswith("invalid.")
         assert valid(kind, doc) is expect, path.name
         if kind == "event":
@@ -68,7 +70,17 @@ def _mutations(doc: dict[str, Any]) -> list[dict[str, Any]]:
             d = copy.deepcopy(doc)
             d[key] = bad
             out.append(d)
-    for etype in ("view", "purchase", "search", "post", "link", "identify", "erase", "follow", "nope"):
+    for etype in (
+        "view",
+        "purchase",
+        "search",
+        "post",
+        "link",
+        "identify",
+        "erase",
+        "follow",
+        "nope",
+    ):
         out.append({**doc, "type": etype})
     for ts in ("2026-11-20T10:15:00Z", "2026-11-20T10:15:00", "2026-11-20", 1.5, 10**13, "soon"):
         out.append({**doc, "ts": ts})

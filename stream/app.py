@@ -1,0 +1,360 @@
+"""Faust wiring: thin agents around the pure logic.
+
+Topology (``<p>`` is the topic prefix)::
+
+    <p>.events ──ingest──► <p>.resolve (1 partition) ──identity──► <p>.persons (keyed by person)
+        │                                                            │
+        └─► <p>.dlq (reason + original bytes)                         └─profile──► <p>.recommendations
+                                                                                ► <p>.profiles
+    <p>.items ──(every worker reads all partitions)──► local ItemIndex
+
+- ``ingest`` validates and cleans in parallel over the input partitions; rejects go to the DLQ.
+- ``identity`` runs on a single-partition topic so the identity graph sees every account; it is
+  a few dict look-ups per event. It emits person-keyed commands: event, merge_out, merge_in, erase.
+- ``profile`` takes events in batches (bounded size and wait), embeds all their texts in one
+  encoder call off the event loop, learns each into the person's profile (a Faust table, changelog
+  backed; a repeated event id is a no-op), and publishes recommendations at most once per
+  refresh interval per person.
+- The item index is replicated: every worker reads the whole items topic with its own
+  group-less consumer and encodes each item once (the encoder cache makes repeats free).
+
+Correctness under at-least-once delivery comes from idempotent state updates, not transactions:
+the dedup ring lives inside each profile and is written in the same changelog record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import pickle
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from . import faust_compat
+from .encoder import Encoder
+from .identity import IdentityGraph
+from .ingest import Rejection, parse_event
+from .models import Event, Item
+from .pipeline import item_key, new_profile, observation, recommendation_message, text_key
+from .profile import InterestProfile
+from .recommend import ItemIndex
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Counters:
+    """In-process counters (exported by the metrics endpoint)."""
+
+    events_in: int = 0
+    events_rejected: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    recommendations_out: int = 0
+    merges: int = 0
+    erased: int = 0
+    encoder_batches: int = 0
+    encoder_texts: int = 0
+    encoder_seconds: float = 0.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    encoder: Encoder
+    index: ItemIndex
+    counters: Counters = field(default_factory=Counters)
+    last_refresh: dict[str, float] = field(default_factory=dict)
+
+    async def embed(self, keys: Sequence[str], texts: Sequence[str]) -> Any:
+        t0 = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        vectors = await loop.run_in_executor(
+            None, self.encoder.encode_cached, list(keys), list(texts)
+        )
+        self.counters.encoder_batches += 1
+        self.counters.encoder_texts += len(texts)
+        self.counters.encoder_seconds += time.perf_counter() - t0
+        return vectors
+
+
+class ProfileTable(faust.Table):  # type: ignore[misc]
+    """Person id (raw UTF-8 key) → pickled :class:`InterestProfile`.
+
+    Faust derives a table's codecs from its key/value types (JSON by default); these are set
+    here, before the changelog topic is made. Raw keys hash like the persons topic's raw keys, so
+    a person's changelog record lands on the partition of that person's events.
+    """
+
+    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.key_serializer = "raw"
+        self.value_serializer = "pickle"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def dlq_record(reason: str, detail: str, message: Any, payload: bytes) -> dict[str, Any]:
+    return {
+        "reason": reason,
+        "detail": detail,
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "received_at": _now_ms(),
+        "payload": base64.b64encode(payload).decode("ascii"),
+    }
+
+
+def faust_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """Faust app settings: the broker-compatibility ones plus this app's own."""
+    return {
+        **faust_compat.faust_app_options(settings, bootstrap=bootstrap),
+        "store": "memory://",
+        "topic_replication_factor": 1,
+        "web_port": settings.web_port,
+        "web_bind": "127.0.0.1",
+        "web_enabled": settings.web_port != 0,
+        "stream_wait_empty": False,
+        "logging_config": None,
+    }
+
+
+def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = None) -> faust.App:
+    app = faust.App(settings.app_id, **faust_options(settings, bootstrap))
+    faust_compat.apply(app)
+    enc = encoder or Encoder.from_settings(settings)
+    rt = Runtime(settings=settings, encoder=enc, index=ItemIndex(enc.dim))
+    app.runtime = rt  # type: ignore[attr-defined]
+    p = settings.topic_prefix
+
+    events_topic = app.topic(settings.events_topic, value_serializer="raw", key_serializer="raw")
+    dlq_topic = app.topic(settings.dlq_topic, value_serializer="json", key_serializer="raw")
+    resolve_topic = app.topic(
+        f"{p}.resolve", value_serializer="json", key_serializer="raw", partitions=1, internal=True
+    )
+    persons_topic = app.topic(
+        f"{p}.persons",
+        value_serializer="json",
+        key_serializer="raw",
+        internal=True,
+        partitions=settings.partitions,
+    )
+    recs_topic = app.topic(
+        settings.recommendations_topic, value_serializer="json", key_serializer="raw"
+    )
+    profiles_topic = app.topic(
+        settings.profiles_topic, value_serializer="json", key_serializer="raw"
+    )
+    items_topic = app.topic(settings.items_topic, value_serializer="json", key_serializer="raw")
+
+    identity_table = app.Table("identity", default=None, partitions=1, key_type=str)
+    profiles = app.tables.add(
+        ProfileTable(
+            app, name="profiles", default=None, partitions=settings.partitions, key_type=str,
+            use_partitioner=True, beacon=app.tables.beacon,
+        )
+    )
+
+    @app.agent(events_topic)
+    async def ingest(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            raw = event.value if isinstance(event.value, bytes) else str(event.value).encode()
+            rt.counters.events_in += 1
+            try:
+                result = parse_event(raw, max_chars=settings.text_max_chars)
+            except Exception as exc:  # the agent never dies on input
+                logger.exception("ingest crashed on input; sending it to the DLQ")
+                result = Rejection("invalid_field", f"internal error: {exc!r}")
+            if isinstance(result, Rejection):
+                rt.counters.events_rejected[result.reason] = (
+                    rt.counters.events_rejected.get(result.reason, 0) + 1
+                )
+                logger.info("rejected %s: %s", result.reason, result.detail)
+                await dlq_topic.send(
+                    key=event.key,
+                    value=dlq_record(result.reason, result.detail, event.message, raw),
+                )
+                continue
+            await resolve_topic.send(key=None, value=result.to_json())
+
+    @app.agent(resolve_topic)
+    async def identity(stream: faust.StreamT[Any]) -> None:
+        graph = IdentityGraph(identity_table, salt=settings.person_salt.get_secret_value())
+        async for value in stream:
+            ev = Event.from_json(value)
+            if ev.type == "erase":
+                erased = graph.erase(ev.platform, ev.user_id)
+                if erased is not None:
+                    pid, _accounts = erased
+                    await persons_topic.send(key=pid, value={"kind": "erase", "person": pid})
+                continue
+            res = graph.resolve(ev)
+            for merge in res.merges:
+                rt.counters.merges += 1
+                logger.info("merged person %s into %s", merge.absorbed, merge.survivor)
+                await persons_topic.send(
+                    key=merge.absorbed,
+                    value={"kind": "merge_out", "person": merge.absorbed, "into": merge.survivor},
+                )
+            if ev.type in ("link", "identify"):
+                continue
+            await persons_topic.send(
+                key=res.person_id,
+                value={
+                    "kind": "event",
+                    "person": res.person_id,
+                    "accounts": list(res.accounts),
+                    "event": value,
+                },
+            )
+
+    async def _publish_recs(
+        pid: str, ev: Event, prof: InterestProfile, accounts: list[str]
+    ) -> None:
+        now = time.monotonic()
+        if now - rt.last_refresh.get(pid, -1e9) < settings.refresh_interval_s:
+            return
+        msg = recommendation_message(pid, ev, prof, rt.index, settings, accounts, _now_ms())
+        if msg is None:
+            return
+        rt.last_refresh[pid] = now
+        rt.counters.recommendations_out += 1
+        await recs_topic.send(key=pid, value=msg)
+        await profiles_topic.send(key=pid, value=prof.to_json(pid, accounts))
+
+    @app.agent(persons_topic)
+    async def profile(stream: faust.StreamT[Any]) -> None:
+        async for batch in stream.take_events(
+            settings.encoder_batch_size, within=settings.encoder_max_wait_ms / 1000.0
+        ):
+            commands = [e.value for e in batch]
+            parsed: list[Event | None] = [
+                Event.from_json(c["event"]) if c.get("kind") == "event" else None for c in commands
+            ]
+            keys: list[str] = []
+            texts: list[str] = []
+            slot: dict[int, int] = {}
+            for i, ev in enumerate(parsed):
+                if ev is None:
+                    continue
+                key = text_key(ev)
+                text = ev.embed_text()
+                if key is None or text is None:
+                    continue
+                prof = profiles.get(commands[i]["person"])
+                if prof is not None and prof.seen(ev.event_id):
+                    continue  # duplicate: skip the encoder too
+                slot[i] = len(keys)
+                keys.append(key)
+                texts.append(text)
+            vectors = await rt.embed(keys, texts) if keys else None
+            for i, cmd in enumerate(commands):
+                try:
+                    await _apply(
+                        cmd,
+                        parsed[i],
+                        vectors[slot[i]] if i in slot and vectors is not None else None,
+                    )
+                except Exception:  # never die on one bad command
+                    logger.exception("profile update failed for %s", cmd.get("person"))
+
+    async def _apply(cmd: dict[str, Any], ev: Event | None, vector: Any) -> None:
+        kind, pid = cmd.get("kind"), cmd["person"]
+        if kind == "event" and ev is not None:
+            prof = profiles.get(pid) or new_profile(settings)
+            if not prof.learn(observation(ev, vector, settings)):
+                rt.counters.duplicates += 1
+                return
+            profiles[pid] = prof
+            if ev.item is not None and vector is not None:
+                known = rt.index.get(ev.item.id)
+                if known is None or (known.platforms and ev.platform not in known.platforms):
+                    rt.index.upsert(replace(ev.item, platforms=(ev.platform,)), vector)
+                if known is None:  # tell the other workers' indexes
+                    await items_topic.send(
+                        key=ev.item.id, value={**ev.item.to_json(), "platforms": [ev.platform]}
+                    )
+            if prof.last_change > 0:
+                await _publish_recs(pid, ev, prof, list(cmd.get("accounts") or []))
+        elif kind == "merge_out":
+            prof = profiles.pop(pid, None)
+            await profiles_topic.send(key=pid, value=None)
+            if prof is not None:
+                payload = base64.b64encode(pickle.dumps(prof)).decode("ascii")
+                await persons_topic.send(
+                    key=cmd["into"],
+                    value={"kind": "merge_in", "person": cmd["into"], "profile": payload},
+                )
+        elif kind == "merge_in":
+            other: InterestProfile = pickle.loads(base64.b64decode(cmd["profile"]))
+            prof = profiles.get(pid) or new_profile(settings)
+            prof.merge(other)
+            profiles[pid] = prof
+        elif kind == "erase":
+            profiles.pop(pid, None)
+            rt.last_refresh.pop(pid, None)
+            rt.counters.erased += 1
+            await profiles_topic.send(key=pid, value=None)
+            await recs_topic.send(key=pid, value=None)
+
+    @app.task
+    async def replicate_items() -> None:
+        await _replicate_items(app, rt, bootstrap)
+
+    app.agents_by_name = {"ingest": ingest, "identity": identity, "profile": profile}  # type: ignore[attr-defined]
+    return app
+
+
+async def _replicate_items(app: faust.App, rt: Runtime, bootstrap: str) -> None:
+    """Mirror the whole items topic into this worker's index (a group-less consumer)."""
+    topic = rt.settings.items_topic
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    try:
+        parts: set[int] | None = None
+        for _ in range(100):
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                break
+            await consumer.topics()
+            await asyncio.sleep(0.5)
+        if not parts:
+            logger.warning("items topic %s not found; item index is fed by events only", topic)
+            return
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while True:
+            batches = await consumer.getmany(
+                timeout_ms=500, max_records=rt.settings.encoder_batch_size * 4
+            )
+            items: list[Item] = []
+            for records in batches.values():
+                for rec in records:
+                    if rec.value is None:
+                        continue
+                    try:
+                        items.append(Item.from_json(json.loads(rec.value)))
+                    except Exception as exc:
+                        logger.warning("skipping bad item record at %s: %r", rec.offset, exc)
+            if items:
+                vectors = await rt.embed(
+                    [item_key(i) for i in items], [i.embed_text() for i in items]
+                )
+                for item, vec in zip(items, vectors, strict=True):
+                    rt.index.upsert(item, vec)
+    finally:
+        await consumer.stop()

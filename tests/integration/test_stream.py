@@ -1,0 +1,232 @@
+"""The whole stream on the real embedded broker, with real worker processes and the ONNX encoder."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from harness import Stack, Worker, event, item
+
+pytestmark = pytest.mark.integration
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+
+CATALOGUE = (
+    [
+        item(f"run-{i}", t, "running")
+        for i, t in enumerate(
+            [
+                "Trail running shoes with grippy soles",
+                "Lightweight marathon racing flats",
+                "Running socks, cushioned, moisture wicking",
+                "GPS running watch with heart rate",
+                "Reflective running vest for night runs",
+                "Hydration belt for long-distance runners",
+                "Foam roller for post-run recovery",
+                "Beginner's 10k training plan book",
+            ]
+        )
+    ]
+    + [
+        item(f"cook-{i}", t, "cooking")
+        for i, t in enumerate(
+            [
+                "Cast iron skillet, 12 inch",
+                "Chef's knife, Japanese steel",
+                "Sourdough baking cookbook",
+                "Dutch oven for slow braising",
+                "Spice grinder for whole spices",
+                "Pasta maker machine",
+                "Wooden cutting board",
+                "Vegetarian weeknight recipes",
+            ]
+        )
+    ]
+    + [
+        item(f"jazz-{i}", t, "music")
+        for i, t in enumerate(
+            [
+                "Kind of Blue — Miles Davis vinyl",
+                "A Love Supreme — John Coltrane",
+                "Jazz piano trio live recordings",
+                "Bebop saxophone classics",
+                "Blue Note records box set",
+                "Ella Fitzgerald sings the songbook",
+                "Modern jazz guitar album",
+                "Big band swing collection",
+            ]
+        )
+    ]
+)
+
+
+def validator(name: str) -> Any:
+    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def started(stack_factory: Callable[..., Stack]) -> tuple[Stack, Worker]:
+    stack = stack_factory()
+    worker = stack.worker()
+    stack.send([{**it, "platforms": []} for it in CATALOGUE], topic="items")
+    reader_deadline = 120
+    import time
+
+    deadline = time.monotonic() + reader_deadline
+    while worker.stats()["items"] < len(CATALOGUE):
+        assert time.monotonic() < deadline, "catalogue not indexed"
+        time.sleep(0.3)
+    return stack, worker
+
+
+def recs_for(values: list[Any], event_id: str) -> list[dict[str, Any]]:
+    return [v for v in values if v is not None and v["trigger"]["event_id"] == event_id]
+
+
+def test_events_in_recommendations_out_across_platforms(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack, worker = started(stack_factory)
+    runs = [it for it in CATALOGUE if it["category"] == "running"]
+    events = [event(0, "social", "@alice", "link", link={"platform": "shop", "user_id": "alice-1"})]
+    events += [event(1 + i, "social", "@alice", "like", item=runs[i]) for i in range(3)]
+    events += [event(10, "social", "@alice", "share", item=CATALOGUE[9])]  # a little cooking
+    # her first event on the shop: a view of one running item
+    events += [event(20, "shop", "alice-1", "view", item=runs[3])]
+    stack.send(events)
+    recs = stack.reader("recommendations")
+    recs.wait_for(lambda rs: any(recs_for([json.loads(r.value)], "shop-alice-1-20") for r in rs))
+    (msg,) = recs_for(recs.values(), "shop-alice-1-20")
+    validator("recommendation").validate(msg)
+    assert msg["platform"] == "shop"
+    assert sorted(msg["accounts"]) == ["shop:alice-1", "social:@alice"]
+    ids = [i["item_id"] for i in msg["items"]]
+    consumed = {runs[i]["id"] for i in range(4)} | {CATALOGUE[9]["id"]}
+    assert not set(ids) & consumed, "already-consumed items must be filtered"
+    top5 = ids[:5]
+    assert sum(i.startswith("run-") for i in top5) >= 3, msg["items"]
+    assert all(i["reason"]["label"] for i in msg["items"])
+    # new on the shop, yet served from what she did on the social app
+    running = [i for i in msg["items"] if i["item_id"].startswith("run-")]
+    assert "social" in running[0]["reason"]["platforms"]
+    stats = worker.stats()
+    assert stats["accounts"] == 2 and stats["persons"] == 1
+    profiles = stack.reader("profiles")
+    profiles.wait_for(lambda rs: len(rs) > 0)
+    snapshots = [v for v in profiles.values() if v is not None]  # None: merge tombstones
+    assert snapshots
+    for snap in snapshots:
+        validator("profile").validate(snap)
+
+
+def test_malformed_events_go_to_the_dlq_and_the_worker_goes_on(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack, worker = started(stack_factory)
+    bad = [
+        b'{"event_id": "x1", "platform": "shop", "user_id"',
+        json.dumps(event(1, "shop", "bob", "purchase")).encode(),
+        json.dumps({**event(2, "shop", "bob", "identify"), "email": "bob@example.com"}).encode(),
+        b"\xff\xfe\x00garbage",
+    ]
+    stack.send(bad)
+    good = event(3, "shop", "bob", "purchase", item=CATALOGUE[0])
+    stack.send([good])
+    dlq = stack.reader("dlq")
+    dlq.wait_for(lambda rs: len(rs) >= 4)
+    records = dlq.values()
+    assert [r["reason"] for r in records if r] == [
+        "invalid_json",
+        "missing_item",
+        "raw_identifier",
+        "invalid_encoding",
+    ] or sorted(r["reason"] for r in records) == sorted(
+        ["invalid_json", "missing_item", "raw_identifier", "invalid_encoding"]
+    )
+    v = validator("dlq")
+    for r in records:
+        v.validate(r)
+        assert r["topic"] == stack.topic("events")
+    assert sorted(base64.b64decode(r["payload"]) for r in records) == sorted(bad)
+    recs = stack.reader("recommendations")
+    recs.wait_for(
+        lambda rs: any(
+            json.loads(r.value)["trigger"]["event_id"] == good["event_id"] for r in rs if r.value
+        )
+    )
+    assert worker.proc is not None and worker.proc.poll() is None
+    assert sum(worker.stats()["events_rejected"].values()) == 4
+
+
+def _person_of(stack: Stack, event_id: str) -> str:
+    recs = stack.reader("recommendations")
+    recs.wait_for(lambda rs: bool(recs_for([json.loads(r.value) for r in rs if r.value], event_id)))
+    return str(recs_for(recs.values(), event_id)[0]["person_id"])
+
+
+def test_duplicated_event_does_not_change_the_profile(stack_factory: Callable[..., Stack]) -> None:
+    stack, worker = started(stack_factory)
+    first = event(1, "video", "carol", "purchase", item=CATALOGUE[16])
+    stack.send([first])
+    pid = _person_of(stack, first["event_id"])
+    before = worker.get(f"/persons/{pid}/profile")
+    assert before["events"] == 1
+    marker = event(2, "video", "carol", "view", item=CATALOGUE[17])
+    stack.send([first, first])  # a producer retry and a replay
+    stack.send([marker])
+    _person_of(stack, marker["event_id"])
+    after = worker.get(f"/persons/{pid}/profile")
+    assert after["events"] == 2, "the duplicates must not count"
+    assert worker.stats()["duplicates"] == 2
+
+
+def _settle(
+    worker: Worker, pids: dict[str, str], expect: dict[str, int], timeout: float = 60
+) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {
+            u: (worker.get(f"/persons/{p}/profile") or {}).get("events") for u, p in pids.items()
+        }
+        if got == expect:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"profiles {got} != expected {expect}\n{worker.log_tail()}")
+        time.sleep(0.5)
+
+
+def test_profiles_survive_restart_and_kill_without_loss_or_double_count(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack, worker = started(stack_factory)
+    users = [f"u{i}" for i in range(6)]
+    sent = [
+        event(n, "shop", u, "view", item=CATALOGUE[(n * 7 + j) % len(CATALOGUE)])
+        for n in range(5)
+        for j, u in enumerate(users)
+    ]
+    stack.send(sent)
+    pids = {u: _person_of(stack, f"shop-{u}-4") for u in users}
+    _settle(worker, pids, {u: 5 for u in users})
+
+    # 1. graceful stop and restart: state comes back from the changelog
+    worker.stop()
+    worker = stack.worker()
+    _settle(worker, pids, {u: 5 for u in users})
+
+    # 2. crash mid-stream: kill -9 while a new batch is in flight, then replay everything
+    more = [event(10 + n, "shop", u, "click", item=CATALOGUE[n]) for n in range(3) for u in users]
+    stack.send(more)
+    worker.kill()
+    worker = stack.worker()
+    stack.send(sent + more)  # at-least-once redelivery, exaggerated: every event again
+    _settle(worker, pids, {u: 8 for u in users}, timeout=90)
+    assert worker.stats()["persons"] == len(users)
