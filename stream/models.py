@@ -10,8 +10,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 EventType = Literal[
-    "view", "click", "like", "dislike", "share", "comment", "review", "rate", "purchase", "cart",
-    "search", "post", "follow", "identify", "link", "erase",
+    "view",
+    "click",
+    "like",
+    "dislike",
+    "share",
+    "comment",
+    "review",
+    "rate",
+    "purchase",
+    "cart",
+    "search",
+    "post",
+    "follow",
+    "identify",
+    "link",
+    "erase",
 ]
 EVENT_TYPES: frozenset[str] = frozenset(EventType.__args__)  # type: ignore[attr-defined]
 ITEM_TYPES: frozenset[str] = frozenset(

@@ -74,7 +74,9 @@ def observation(event: Event, embedding: np.ndarray | None, settings: Settings) 
 
 
 def new_profile(settings: Settings) -> InterestProfile:
-    return InterestProfile(max_interests=settings.max_interests, half_life_days=settings.half_life_days)
+    return InterestProfile(
+        max_interests=settings.max_interests, half_life_days=settings.half_life_days
+    )
 
 
 def recommendation_message(
@@ -87,7 +89,9 @@ def recommendation_message(
     now_ms: int,
 ) -> dict[str, Any] | None:
     """The ``schemas/recommendation.schema.json`` message, or None when nothing can be offered."""
-    scored = index.recommend(profile, settings.top_k, platform=event.platform, now=profile.updated_at)
+    scored = index.recommend(
+        profile, settings.top_k, platform=event.platform, now=profile.updated_at
+    )
     if not scored:
         return None
     return {

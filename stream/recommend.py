@@ -79,7 +79,9 @@ class ItemIndex:
             old = self._items[row]
             if old.platforms and item.platforms:  # platforms accumulate; empty means "everywhere"
                 merged = tuple(dict.fromkeys(old.platforms + item.platforms))
-                item = Item(item.id, item.title, item.text, item.category, item.tags, item.price, merged)
+                item = Item(
+                    item.id, item.title, item.text, item.category, item.tags, item.price, merged
+                )
             self._items[row] = item
         self._vectors[row] = vector
 
@@ -116,7 +118,9 @@ class ItemIndex:
         ranked: list[list[int]] = []
         for m in range(len(interests)):
             top = np.argpartition(-sims[m], pool - 1)[:pool] if pool < n else np.arange(n)
-            ranked.append([int(r) for r in top[np.argsort(-sims[m, top])] if np.isfinite(sims[m, r])])
+            ranked.append(
+                [int(r) for r in top[np.argsort(-sims[m, top])] if np.isfinite(sims[m, r])]
+            )
         out: list[Scored] = []
         taken: set[int] = set()
         cursor = [0] * len(interests)
@@ -135,8 +139,15 @@ class ItemIndex:
         return out
 
     def _take(
-        self, m: int, interest: Interest, ranked: list[list[int]], cursor: list[int],
-        taken: set[int], sims: np.ndarray, total: float, out: list[Scored],
+        self,
+        m: int,
+        interest: Interest,
+        ranked: list[list[int]],
+        cursor: list[int],
+        taken: set[int],
+        sims: np.ndarray,
+        total: float,
+        out: list[Scored],
     ) -> None:
         lst = ranked[m]
         while cursor[m] < len(lst) and lst[cursor[m]] in taken:
@@ -150,9 +161,12 @@ class ItemIndex:
         share = interest.weight / total if total > 0 else 0.0
         out.append(
             Scored(
-                item_id=item.id, title=item.title or item.id,
-                score=float(sims[m, row]) * (0.5 + 0.5 * share), interest=interest.index,
-                label=interest.label, exemplar=interest.exemplar_title or interest.exemplar_id,
+                item_id=item.id,
+                title=item.title or item.id,
+                score=float(sims[m, row]) * (0.5 + 0.5 * share),
+                interest=interest.index,
+                label=interest.label,
+                exemplar=interest.exemplar_title or interest.exemplar_id,
                 platforms=tuple(sorted(interest.platforms)),
             )
         )
