@@ -4,7 +4,7 @@ Topology (``<p>`` is the topic prefix)::
 
     <p>.events ──ingest──► <p>.resolve (1 partition) ──identity──► <p>.persons (keyed by person)
         │                                                            │
-        └─► <p>.dlq (reason + original bytes)                         └─profile──► <p>.recommendations
+        └─► <p>.dlq (reason + original bytes)                   └─profile──► <p>.recommendations
                                                                                 ► <p>.profiles
     <p>.items ──(every worker reads all partitions)──► local ItemIndex
 
@@ -30,9 +30,9 @@ import json
 import logging
 import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaConsumer
@@ -73,6 +73,7 @@ class Runtime:
     index: ItemIndex
     counters: Counters = field(default_factory=Counters)
     last_refresh: dict[str, float] = field(default_factory=dict)
+    pending: dict[str, tuple[Event, list[str]]] = field(default_factory=dict)
 
     async def embed(self, keys: Sequence[str], texts: Sequence[str]) -> Any:
         t0 = time.perf_counter()
@@ -86,7 +87,7 @@ class Runtime:
         return vectors
 
 
-class ProfileTable(faust.Table):  # type: ignore[misc]
+class ProfileTable(faust.Table):  # type: ignore[type-arg,misc]
     """Person id (raw UTF-8 key) → pickled :class:`InterestProfile`.
 
     Faust derives a table's codecs from its key/value types (JSON by default); these are set
@@ -132,7 +133,7 @@ def faust_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
 
 def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = None) -> faust.App:
     app = faust.App(settings.app_id, **faust_options(settings, bootstrap))
-    faust_compat.apply(app)
+    faust_compat.apply(app, fetch_max_wait_ms=settings.fetch_max_wait_ms)
     enc = encoder or Encoder.from_settings(settings)
     rt = Runtime(settings=settings, encoder=enc, index=ItemIndex(enc.dim))
     app.runtime = rt  # type: ignore[attr-defined]
@@ -158,13 +159,22 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
     )
     items_topic = app.topic(settings.items_topic, value_serializer="json", key_serializer="raw")
 
-    identity_table = app.Table("identity", default=None, partitions=1, key_type=str)
-    profiles = app.tables.add(
+    identity_table = cast(
+        MutableMapping[str, Any],
+        app.Table("identity", default=None, partitions=1, key_type=str),
+    )
+    profiles_table = app.tables.add(
         ProfileTable(
-            app, name="profiles", default=None, partitions=settings.partitions, key_type=str,
-            use_partitioner=True, beacon=app.tables.beacon,
+            app,
+            name="profiles",
+            default=None,
+            partitions=settings.partitions,
+            key_type=str,
+            use_partitioner=True,
+            beacon=app.tables.beacon,
         )
     )
+    profiles = cast(MutableMapping[str, InterestProfile | None], profiles_table)
 
     @app.agent(events_topic)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
@@ -220,22 +230,41 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             )
 
     async def _publish_recs(
-        pid: str, ev: Event, prof: InterestProfile, accounts: list[str]
+        pid: str, ev: Event, prof: InterestProfile, accounts: list[str], *, deferred: bool = False
     ) -> None:
+        """Publish now, or — inside the person's refresh interval — leave it to the timer."""
         now = time.monotonic()
         if now - rt.last_refresh.get(pid, -1e9) < settings.refresh_interval_s:
+            rt.pending[pid] = (ev, accounts)
             return
+        rt.pending.pop(pid, None)
         msg = recommendation_message(pid, ev, prof, rt.index, settings, accounts, _now_ms())
         if msg is None:
             return
+        msg["trigger"]["deferred"] = deferred
         rt.last_refresh[pid] = now
         rt.counters.recommendations_out += 1
         await recs_topic.send(key=pid, value=msg)
         await profiles_topic.send(key=pid, value=prof.to_json(pid, accounts))
 
+    if settings.refresh_interval_s > 0:
+
+        @app.timer(interval=max(0.05, settings.refresh_interval_s / 4))
+        async def trailing_refresh() -> None:
+            """A person's last change inside an interval still goes out once the interval ends."""
+            now = time.monotonic()
+            for pid, (ev, accounts) in list(rt.pending.items()):
+                if now - rt.last_refresh.get(pid, -1e9) < settings.refresh_interval_s:
+                    continue
+                prof = profiles.get(pid)
+                if prof is None:  # erased, merged away, or moved to another worker
+                    rt.pending.pop(pid, None)
+                    continue
+                await _publish_recs(pid, ev, prof, accounts, deferred=True)
+
     @app.agent(persons_topic)
     async def profile(stream: faust.StreamT[Any]) -> None:
-        async for batch in stream.take_events(
+        async for batch in cast(Any, stream).take_events(
             settings.encoder_batch_size, within=settings.encoder_max_wait_ms / 1000.0
         ):
             commands = [e.value for e in batch]
@@ -288,10 +317,10 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             if prof.last_change > 0:
                 await _publish_recs(pid, ev, prof, list(cmd.get("accounts") or []))
         elif kind == "merge_out":
-            prof = profiles.pop(pid, None)
+            absorbed = profiles.pop(pid, None)
             await profiles_topic.send(key=pid, value=None)
-            if prof is not None:
-                payload = base64.b64encode(pickle.dumps(prof)).decode("ascii")
+            if absorbed is not None:
+                payload = base64.b64encode(pickle.dumps(absorbed)).decode("ascii")
                 await persons_topic.send(
                     key=cmd["into"],
                     value={"kind": "merge_in", "person": cmd["into"], "profile": payload},
@@ -304,6 +333,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
         elif kind == "erase":
             profiles.pop(pid, None)
             rt.last_refresh.pop(pid, None)
+            rt.pending.pop(pid, None)
             rt.counters.erased += 1
             await profiles_topic.send(key=pid, value=None)
             await recs_topic.send(key=pid, value=None)

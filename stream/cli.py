@@ -25,7 +25,7 @@ point at a real Kafka instead of the embedded broker:
   CROSSPROFILE_BROKER=kafka-1:9092 crossprofile worker
 
 configuration: every setting is an environment variable CROSSPROFILE_<NAME>
-(e.g. CROSSPROFILE_PARTITIONS=8, CROSSPROFILE_TOPIC_PREFIX=crossprofile, CROSSPROFILE_DATA_DIR=.data);
+(e.g. CROSSPROFILE_PARTITIONS=8, CROSSPROFILE_DATA_DIR=.data);
 `crossprofile settings` prints them all with their current values.
 """
 
@@ -39,7 +39,7 @@ def _cmd_broker(argv: Sequence[str]) -> int:
 def _cmd_export(argv: Sequence[str]) -> int:
     from export.encoder_export import main
 
-    return main(list(argv))
+    return int(main(list(argv)))
 
 
 def _cmd_worker(argv: Sequence[str]) -> int:

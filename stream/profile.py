@@ -339,8 +339,8 @@ class InterestProfile(base.Clusterer):
         assert self._centroids is not None
         sims = self._centroids @ self._centroids.T
         np.fill_diagonal(sims, -np.inf)
-        a, b = np.unravel_index(int(np.argmax(sims)), sims.shape)
-        a, b = int(min(a, b)), int(max(a, b))
+        i, j = (int(x) for x in np.unravel_index(int(np.argmax(sims)), sims.shape))
+        a, b = min(i, j), max(i, j)
         wa, wb = self._weight_at(a, now), self._weight_at(b, now)
         c = self._centroids[a] * wa + self._centroids[b] * wb
         self._centroids[a] = c / max(float(np.linalg.norm(c)), 1e-12)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, description="partitions for topics we create")
     app_id: str = Field(default="crossprofile", description="Faust app id = consumer group")
     session_timeout_s: float = Field(default=10.0, gt=0)
+    fetch_max_wait_ms: int = Field(
+        default=20, ge=1, le=1500, description="longest a fetch may wait for data (latency bound)"
+    )
 
     # --- files -----------------------------------------------------------------------------
     data_dir: Path = Field(default=Path(".data"), description="caches: ONNX encoder, datasets")

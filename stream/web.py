@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import faust
 from faust.web import Request, Response, View
@@ -11,7 +12,8 @@ from faust.web import Request, Response, View
 def stats(app: faust.App) -> dict[str, Any]:
     rt = app.runtime  # type: ignore[attr-defined]
     c = rt.counters
-    identity = app.tables["identity"]
+    identity = cast(Mapping[str, Any], app.tables["identity"])
+    profiles = cast(Mapping[str, Any], app.tables["profiles"])
     persons = sum(1 for k in identity if str(k).startswith("P:"))
     accounts = sum(1 for k in identity if str(k).startswith("a:"))
     return {
@@ -23,7 +25,7 @@ def stats(app: faust.App) -> dict[str, Any]:
         "erased": c.erased,
         "persons": persons,
         "accounts": accounts,
-        "profiles": len(app.tables["profiles"]),
+        "profiles": len(profiles),
         "items": len(rt.index),
         "encoder": {
             "provider": rt.encoder.provider,
@@ -50,7 +52,7 @@ def install_views(app: faust.App) -> None:
     @app.page("/persons/{person_id}/profile")
     class PersonProfile(View):
         async def get(self, request: Request, person_id: str) -> Response:
-            prof = app.tables["profiles"].get(person_id)
+            prof = cast(Mapping[str, Any], app.tables["profiles"]).get(person_id)
             if prof is None:
                 return self.json({"error": "unknown person on this worker"}, status=404)
             return self.json(prof.to_json(person_id))

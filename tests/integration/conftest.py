@@ -4,7 +4,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from harness import Stack
 
 DATA_DIR = Path(__file__).resolve().parents[2] / ".data"

@@ -10,7 +10,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-
 from harness import Stack, Worker, event, item
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,248 @@
+"""Make Faust correct on the embedded Tansu broker without changing anything on real Kafka.
+
+Root cause of short table recovery on Tansu (measured, see ``docs/broker.md``)
+-----------------------------------------------------------------------------
+Faust decides when a table has been rebuilt from its changelog by comparing the offsets it
+has read with the partition's *end offset*, which it asks for once per rebalance through
+``AIOKafkaConsumerThread._highwaters`` -> ``AIOKafkaConsumer.end_offsets`` -> a ListOffsets
+request with timestamp ``LATEST``. Tansu 0.6.0 answers ListOffsets-latest with *the base offset
+of the last record batch + 1* instead of the log-end offset, so whenever the producer put more
+than one record in the last batch of a changelog partition Faust believes the partition is
+shorter than it is. ``Recovery._slurp_changelogs`` then signals "recovery done" as soon as it has
+applied the record at that (wrong) offset, pauses the changelog partitions and drops the
+records that were already fetched behind it: the last ``n - 1`` records of the last batch never
+reach the table (one short increment per lost record in our counter test).
+
+The high watermark that the broker puts into every *Fetch* response is right on Tansu (and is,
+by definition, the log-end offset for ``read_uncommitted`` consumers on real Kafka), so the fix
+is: after the normal ListOffsets call, fetch each partition once from the offset ListOffsets
+returned (the tail of the last batch on Tansu, nothing at all on real Kafka) with a short-lived,
+group-less consumer and take ``max(list_offsets, fetch_high_watermark)``. On real Kafka both
+numbers are equal, so the override changes nothing there apart from one extra small fetch per
+rebalance.
+
+Use::
+
+    app = faust.App(settings.app_id, **faust_app_options(settings, bootstrap=bootstrap))
+    faust_compat.apply(app)          # before the worker starts
+
+:func:`fetch_high_watermarks` is also usable on its own (it serves ``crossprofile lag``'s async
+callers and the tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import aiokafka
+from aiokafka.structs import TopicPartition
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+if TYPE_CHECKING:
+    import faust
+
+    from stream.settings import Settings
+
+__all__ = [
+    "TrueEndConsumer",
+    "TrueEndConsumerThread",
+    "apply",
+    "faust_app_options",
+    "fetch_high_watermarks",
+    "is_applied",
+]
+
+log = logging.getLogger(__name__)
+
+_TPKey = TypeVar("_TPKey", bound=tuple[str, int])
+
+#: How long one probe fetch may wait on a partition that has no new data (real Kafka holds
+#: a fetch at the log end for up to ``fetch_max_wait_ms`` before answering with the watermark).
+PROBE_FETCH_MAX_WAIT_MS = 50
+
+
+async def fetch_high_watermarks(
+    bootstrap_servers: str | list[str],
+    start_offsets: Mapping[_TPKey, int | None],
+    *,
+    timeout_s: float = 10.0,
+    **client_kwargs: Any,
+) -> dict[_TPKey, int]:
+    """Return each partition's high watermark as reported by a Fetch response.
+
+    ``start_offsets`` maps partitions (any ``(topic, partition)`` named tuple: Faust ``TP``,
+    aiokafka or kafka-python ``TopicPartition``) to the offset to fetch from; ``None`` means
+    "ask ListOffsets-latest first". Fetching from the (possibly too low) ListOffsets answer reads
+    at most the tail of the last batch; on real Kafka it reads nothing and just returns the
+    watermark. Partitions whose watermark did not arrive within ``timeout_s`` are left out of
+    the result (callers fall back to ListOffsets). ``client_kwargs`` are passed to
+    :class:`aiokafka.AIOKafkaConsumer` (security settings, client id, ...).
+    """
+    if not start_offsets:
+        return {}
+    keys = {TopicPartition(tp[0], tp[1]): tp for tp in start_offsets}
+    tps = list(keys)
+    consumer = aiokafka.AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="latest",
+        fetch_max_wait_ms=PROBE_FETCH_MAX_WAIT_MS,
+        isolation_level="read_uncommitted",
+        **client_kwargs,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        missing = [tp for tp in tps if start_offsets[keys[tp]] is None]
+        listed: dict[TopicPartition, int] = {}
+        if missing:
+            listed = cast(dict[TopicPartition, int], await consumer.end_offsets(missing))
+        for tp in tps:
+            start = start_offsets[keys[tp]]
+            consumer.seek(tp, listed[tp] if start is None else start)
+        deadline = time.monotonic() + timeout_s
+        result: dict[_TPKey, int] = {}
+        while True:
+            for tp in tps:
+                hw = consumer.highwater(tp)
+                if hw is not None:
+                    result[keys[tp]] = int(hw)
+            pending = [tp for tp in tps if keys[tp] not in result]
+            if not pending or time.monotonic() >= deadline:
+                break
+            # Any fetch response (with or without records) sets the partition's highwater.
+            await consumer.getmany(*pending, timeout_ms=PROBE_FETCH_MAX_WAIT_MS * 2)
+        return result
+    finally:
+        await consumer.stop()
+
+
+class TrueEndConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread whose ``highwaters`` are the true log-end offsets.
+
+    :meth:`_highwaters` is what Faust's ``Recovery`` uses (``_build_highwaters``) to decide
+    where an active or standby changelog partition ends. :meth:`_create_worker_consumer` only
+    lowers the fetch wait, which Faust hard-codes to 1,500 ms: Tansu holds a fetch that finds no
+    data for that long, and data arriving meanwhile waits with it, once per internal hop.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        wait_ms = getattr(self.app, "_fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            consumer._fetch_max_wait_ms = int(wait_ms)  # read when the consumer starts
+        return consumer
+
+    async def _highwaters(self, partitions: list[faust.types.TP]) -> Mapping[Any, int]:
+        listed = await super()._highwaters(partitions)
+        if self.consumer.in_transaction or not listed:
+            return listed  # read_committed ends at the last stable offset: not our case
+        conf = self.app.conf
+        transport = self.transport
+        default_port = int(getattr(transport, "default_port", 9092))
+        try:
+            probed = await fetch_high_watermarks(
+                faust_aiokafka.server_list(transport.url, default_port),
+                {tp: listed[tp] for tp in partitions if listed.get(tp) is not None},
+                timeout_s=min(float(conf.broker_request_timeout), 30.0),
+                client_id=f"{conf.broker_client_id}-end-probe",
+                request_timeout_ms=int(conf.broker_request_timeout * 1000.0),
+                **faust_aiokafka.credentials_to_aiokafka_auth(
+                    conf.broker_credentials, conf.ssl_context
+                ),
+            )
+        except Exception as exc:  # never make recovery fail because of the probe
+            log.warning("Fetch high-watermark probe failed (%r); using ListOffsets", exc)
+            return listed
+        out = dict(listed)
+        for tp, hw in probed.items():
+            before = out.get(tp)
+            if before is None or hw > before:
+                if before is not None:
+                    log.info(
+                        "End offset of %s: ListOffsets said %d, fetch high watermark %d; using %d",
+                        tp,
+                        before,
+                        hw,
+                        hw,
+                    )
+                out[tp] = hw
+        return out
+
+
+class TrueEndConsumer(faust_aiokafka.Consumer):
+    """Faust aiokafka consumer that runs :class:`TrueEndConsumerThread`."""
+
+    _thread: TrueEndConsumerThread
+
+    def _new_consumer_thread(self) -> TrueEndConsumerThread:
+        return TrueEndConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+def is_applied(app: faust.App) -> bool:
+    """True when :func:`apply` has been called on ``app``."""
+    transport = app.transport
+    return issubclass(transport.Consumer, TrueEndConsumer)
+
+
+def apply(app: faust.App, *, fetch_max_wait_ms: int | None = None) -> None:
+    """Make ``app``'s table recovery use the true log-end offsets; call before the worker starts.
+
+    Per app (no global monkey-patching): the app's transport gets :class:`TrueEndConsumer` as
+    its consumer class. Idempotent. Raises :class:`RuntimeError` if the consumer exists already
+    and :class:`ValueError` for a transport other than Faust's aiokafka one (``kafka://``).
+    """
+    transport = app.transport
+    if not isinstance(transport, faust_aiokafka.Transport):
+        raise ValueError(
+            f"faust_compat.apply needs the aiokafka transport (kafka://), got {type(transport)!r}"
+        )
+    if is_applied(app):
+        return
+    if getattr(app, "_consumer", None) is not None:
+        raise RuntimeError("faust_compat.apply(app) must run before the app's consumer exists")
+    app._fetch_max_wait_ms = fetch_max_wait_ms  # type: ignore[attr-defined]
+    # Instance attribute shadows the class attribute that Transport.create_consumer reads.
+    transport.Consumer = TrueEndConsumer  # type: ignore[misc]
+
+
+def faust_app_options(settings: Settings, *, bootstrap: str | None = None) -> dict[str, Any]:
+    """Faust ``App`` keyword arguments that work on Tansu and on real Kafka.
+
+    ``bootstrap`` is the ``host:port`` list the app should use (what
+    :func:`stream.broker.kafka_for` yields); it defaults to ``settings.broker``.
+
+    - short session timeout (Tansu holds a JoinGroup for half of it), heartbeat at 1/5 of it;
+    - ``at_least_once`` (Tansu has no idempotent/transactional producer, so no exactly_once),
+      ``acks=-1``;
+    - offsets committed every second (fewer re-deliveries after a crash);
+    - ``earliest`` reset: a new group reads its input from the start. (``latest`` would rely on
+      ListOffsets-latest, which is wrong on Tansu.)
+    """
+    servers = bootstrap or settings.broker
+    session = float(settings.session_timeout_s)
+    opts: dict[str, Any] = {
+        "broker_session_timeout": session,
+        "broker_heartbeat_interval": max(0.5, session / 5.0),
+        "broker_request_timeout": max(30.0, session * 3.0),
+        "broker_commit_interval": 1.0,
+        "processing_guarantee": "at_least_once",
+        "producer_acks": -1,
+        "consumer_auto_offset_reset": "earliest",
+        "topic_partitions": settings.partitions,
+        "recovery_consistency_check": True,
+    }
+    if servers:
+        opts["broker"] = ";".join(
+            s if "://" in s else f"kafka://{s}" for s in _split_servers(servers)
+        )
+    return opts
+
+
+def _split_servers(servers: str | Iterable[str]) -> list[str]:
+    items = [servers] if isinstance(servers, str) else list(servers)
+    return [p.strip() for item in items for p in item.replace(";", ",").split(",") if p.strip()]
