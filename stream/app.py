@@ -318,7 +318,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                 await _publish_recs(pid, ev, prof, list(cmd.get("accounts") or []))
         elif kind == "merge_out":
             absorbed = profiles.pop(pid, None)
-            await profiles_topic.send(key=pid, value=None)
+            await profiles_topic.send(key=pid, value=None, value_serializer="raw")
             if absorbed is not None:
                 payload = base64.b64encode(pickle.dumps(absorbed)).decode("ascii")
                 await persons_topic.send(
@@ -335,8 +335,8 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             rt.last_refresh.pop(pid, None)
             rt.pending.pop(pid, None)
             rt.counters.erased += 1
-            await profiles_topic.send(key=pid, value=None)
-            await recs_topic.send(key=pid, value=None)
+            await profiles_topic.send(key=pid, value=None, value_serializer="raw")
+            await recs_topic.send(key=pid, value=None, value_serializer="raw")
 
     @app.task
     async def replicate_items() -> None:

@@ -58,6 +58,10 @@ def _cmd_settings(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="crossprofile settings",
         description="Print every setting, its environment variable and its current value.",
+        epilog="Set any of them in the environment, e.g.\n"
+        "  CROSSPROFILE_PARTITIONS=8 CROSSPROFILE_BROKER=kafka-1:9092 crossprofile worker\n"
+        "Secrets (CROSSPROFILE_PERSON_SALT) are shown masked.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.parse_args(list(argv))
     s = Settings()

@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 from harness import Stack
 
+# a worker script run as a subprocess by the recovery tests, not a test module
+collect_ignore = ["recovery_app.py"]
+
 DATA_DIR = Path(__file__).resolve().parents[2] / ".data"
 
 

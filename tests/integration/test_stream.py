@@ -229,3 +229,24 @@ def test_profiles_survive_restart_and_kill_without_loss_or_double_count(
     stack.send(sent + more)  # at-least-once redelivery, exaggerated: every event again
     _settle(worker, pids, {u: 8 for u in users}, timeout=90)
     assert worker.stats()["persons"] == len(users)
+
+
+def test_erase_removes_the_person_and_publishes_tombstones(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack, worker = started(stack_factory)
+    first = event(1, "news", "dave", "click", item=CATALOGUE[20])
+    stack.send(
+        [first, event(2, "video", "dave-v", "link", link={"platform": "news", "user_id": "dave"})]
+    )
+    pid = _person_of(stack, first["event_id"])
+    assert worker.get(f"/persons/{pid}/profile") is not None
+    stack.send([event(3, "video", "dave-v", "erase")])
+    profiles = stack.reader("profiles")
+    # true tombstones (null values), so compaction on real Kafka forgets the person
+    profiles.wait_for(lambda rs: any(r.key == pid.encode() and r.value is None for r in rs))
+    recs = stack.reader("recommendations")
+    recs.wait_for(lambda rs: any(r.key == pid.encode() and r.value is None for r in rs))
+    assert worker.get(f"/persons/{pid}/profile") is None
+    stats = worker.stats()
+    assert stats["persons"] == 0 and stats["accounts"] == 0 and stats["erased"] == 1
