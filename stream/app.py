@@ -323,13 +323,18 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                 payload = base64.b64encode(pickle.dumps(absorbed)).decode("ascii")
                 await persons_topic.send(
                     key=cmd["into"],
-                    value={"kind": "merge_in", "person": cmd["into"], "profile": payload},
+                    value={
+                        "kind": "merge_in",
+                        "person": cmd["into"],
+                        "from": pid,
+                        "profile": payload,
+                    },
                 )
         elif kind == "merge_in":
             other: InterestProfile = pickle.loads(base64.b64decode(cmd["profile"]))
             prof = profiles.get(pid) or new_profile(settings)
-            prof.merge(other)
-            profiles[pid] = prof
+            if prof.merge(other, source=cmd.get("from")):  # False: a replayed merge
+                profiles[pid] = prof
         elif kind == "erase":
             profiles.pop(pid, None)
             rt.last_refresh.pop(pid, None)

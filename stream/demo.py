@@ -106,7 +106,7 @@ def _render(watcher: RecommendationWatcher, titles: int = 3) -> Table:
     table = Table(title="latest recommendations", expand=True, show_lines=True)
     table.add_column("person", no_wrap=True)
     table.add_column("on", no_wrap=True)
-    table.add_column("accounts", justify="right")
+    table.add_column("linked accounts")
     table.add_column("top items — because")
     for rec in list(watcher.latest):
         lines = []
@@ -115,11 +115,13 @@ def _render(watcher: RecommendationWatcher, titles: int = 3) -> Table:
             why = reason["label"] + (
                 f" · like {reason['exemplar']}" if reason.get("exemplar") else ""
             )
+            seen_on = ", ".join(reason.get("platforms") or [])
+            why += f" [dim](from {seen_on})[/]" if seen_on else ""
             lines.append(f"[bold]{it['title']}[/] — {why}")
         table.add_row(
             rec["person_id"][:10],
             rec["platform"],
-            str(len(rec.get("accounts") or [])),
+            ", ".join(sorted({a.split(":", 1)[0] for a in rec.get("accounts") or []})),
             "\n".join(lines),
         )
     return table

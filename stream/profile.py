@@ -105,6 +105,7 @@ class InterestProfile(base.Clusterer):
         self._terms: list[dict[str, float]] = []
         self._recent: list[int] = []
         self._consumed: dict[str, None] = {}
+        self._merged: list[str] = []  # persons folded in, so a replayed merge is a no-op
         self.counters: dict[str, dict[str, float]] = {
             "platforms": {},
             "types": {},
@@ -295,8 +296,16 @@ class InterestProfile(base.Clusterer):
             self._centroids = None
 
     # --- merging persons ---------------------------------------------------------------------
-    def merge(self, other: InterestProfile) -> None:
-        """Fold ``other`` (another person's profile, now the same person) into this one."""
+    def merge(self, other: InterestProfile, source: str | None = None) -> bool:
+        """Fold ``other`` (another person's profile, now the same person) into this one.
+
+        ``source`` names the absorbed person; merging the same source twice (a replayed
+        command) changes nothing and returns False.
+        """
+        if source is not None:
+            if source in self._merged:
+                return False
+            self._merged = [*self._merged, source][-64:]
         now = max(self.updated_at, other.updated_at)
         if other._centroids is not None:
             for j in range(len(other._weights)):
@@ -334,6 +343,7 @@ class InterestProfile(base.Clusterer):
         self.events += other.events
         self.updated_at = now
         self.last_change = 1.0
+        return True
 
     def _merge_closest_pair(self, now: int) -> None:
         assert self._centroids is not None
@@ -425,6 +435,7 @@ class InterestProfile(base.Clusterer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_merged", [])  # pickles from before merges were recorded
         self.last_change = 0.0
         if self._centroids is not None:
             self._centroids = self._centroids.astype(np.float32)

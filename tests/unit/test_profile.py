@@ -148,9 +148,12 @@ def test_merge_combines_two_people_and_stays_bounded() -> None:
     for i in range(30):
         a.learn_one(obs(i, i % 3))
         b.learn_one(obs(100 + i, 3 + i % 3))
-    a.merge(b)
+    assert a.merge(b, source="p_b")
     assert a.n_interests == 3
     assert a.events == 60
+    before = pickle.dumps(a)
+    assert not a.merge(b, source="p_b"), "a replayed merge is a no-op"
+    assert pickle.dumps(a) == before
     assert a.seen("e105") and a.seen("e5")
     assert len(a.consumed) > 0
 
