@@ -121,6 +121,7 @@ class Stack:
         }
         self.log_dir = log_dir
         self.workers: list[Worker] = []
+        self.readers: list[TopicReader] = []
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
 
     def topic(self, name: str) -> str:
@@ -132,17 +133,28 @@ class Stack:
         return w.start()
 
     def send(self, events: Iterable[dict[str, Any] | bytes], topic: str = "events") -> None:
+        """Produce in order; events are keyed by account, as platform producers do, so one
+        account's events stay in order (different accounts' events may interleave)."""
         for ev in events:
-            raw = ev if isinstance(ev, bytes) else json.dumps(ev).encode()
-            self.producer.send(self.topic(topic), value=raw)
+            if isinstance(ev, bytes):
+                self.producer.send(self.topic(topic), value=ev)
+                continue
+            key = f"{ev.get('platform')}:{ev.get('user_id')}" if "user_id" in ev else ev.get("id")
+            self.producer.send(
+                self.topic(topic), key=str(key).encode(), value=json.dumps(ev).encode()
+            )
         self.producer.flush()
 
     def reader(self, name: str) -> TopicReader:
-        return TopicReader(self.bootstrap, self.topic(name))
+        reader = TopicReader(self.bootstrap, self.topic(name))
+        self.readers.append(reader)
+        return reader
 
     def close(self) -> None:
         for w in self.workers:
             w.kill()
+        for reader in self.readers:
+            reader.close()
         self.producer.close()
 
 

@@ -93,12 +93,13 @@ def test_events_in_recommendations_out_across_platforms(
 ) -> None:
     stack, worker = started(stack_factory)
     runs = [it for it in CATALOGUE if it["category"] == "running"]
-    events = [event(0, "social", "@alice", "link", link={"platform": "shop", "user_id": "alice-1"})]
-    events += [event(1 + i, "social", "@alice", "like", item=runs[i]) for i in range(3)]
-    events += [event(10, "social", "@alice", "share", item=CATALOGUE[9])]  # a little cooking
-    # her first event on the shop: a view of one running item
-    events += [event(20, "shop", "alice-1", "view", item=runs[3])]
-    stack.send(events)
+    social = [event(0, "social", "@alice", "link", link={"platform": "shop", "user_id": "alice-1"})]
+    social += [event(1 + i, "social", "@alice", "like", item=runs[i]) for i in range(3)]
+    social += [event(10, "social", "@alice", "share", item=CATALOGUE[9])]  # a little cooking
+    stack.send(social)
+    _person_of(stack, "social-@alice-10")
+    # later, her first event on the shop: a view of one running item
+    stack.send([event(20, "shop", "alice-1", "view", item=runs[3])])
     recs = stack.reader("recommendations")
     recs.wait_for(lambda rs: any(recs_for([json.loads(r.value)], "shop-alice-1-20") for r in rs))
     (msg,) = recs_for(recs.values(), "shop-alice-1-20")
@@ -185,6 +186,15 @@ def test_duplicated_event_does_not_change_the_profile(stack_factory: Callable[..
     assert worker.stats()["duplicates"] == 2
 
 
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
 def _settle(
     worker: Worker, pids: dict[str, str], expect: dict[str, int], timeout: float = 60
 ) -> None:
@@ -236,10 +246,10 @@ def test_erase_removes_the_person_and_publishes_tombstones(
 ) -> None:
     stack, worker = started(stack_factory)
     first = event(1, "news", "dave", "click", item=CATALOGUE[20])
-    stack.send(
-        [first, event(2, "video", "dave-v", "link", link={"platform": "news", "user_id": "dave"})]
-    )
+    stack.send([first])
     pid = _person_of(stack, first["event_id"])
+    stack.send([event(2, "video", "dave-v", "link", link={"platform": "news", "user_id": "dave"})])
+    _wait(lambda: worker.stats()["accounts"] == 2, "the link")
     assert worker.get(f"/persons/{pid}/profile") is not None
     stack.send([event(3, "video", "dave-v", "erase")])
     profiles = stack.reader("profiles")
