@@ -74,6 +74,7 @@ class Runtime:
     counters: Counters = field(default_factory=Counters)
     last_refresh: dict[str, float] = field(default_factory=dict)
     pending: dict[str, tuple[Event, list[str]]] = field(default_factory=dict)
+    metrics: Any = None  # stream.metrics.WorkerMetrics, set by install_metrics (web views)
 
     async def embed(self, keys: Sequence[str], texts: Sequence[str]) -> Any:
         t0 = time.perf_counter()
@@ -83,7 +84,10 @@ class Runtime:
         )
         self.counters.encoder_batches += 1
         self.counters.encoder_texts += len(texts)
-        self.counters.encoder_seconds += time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        self.counters.encoder_seconds += elapsed
+        if self.metrics is not None:
+            self.metrics.observe_encoder(len(texts), elapsed)
         return vectors
 
 
@@ -124,7 +128,7 @@ def faust_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
         "store": "memory://",
         "topic_replication_factor": 1,
         "web_port": settings.web_port,
-        "web_bind": "127.0.0.1",
+        "web_bind": settings.web_bind,
         "web_enabled": settings.web_port != 0,
         "stream_wait_empty": False,
         "logging_config": None,
@@ -196,6 +200,8 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                     value=dlq_record(result.reason, result.detail, event.message, raw),
                 )
                 continue
+            if rt.metrics is not None:
+                rt.metrics.event_received(result.event_id)
             await resolve_topic.send(key=None, value=result.to_json())
 
     @app.agent(resolve_topic)
@@ -244,6 +250,8 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
         msg["trigger"]["deferred"] = deferred
         rt.last_refresh[pid] = now
         rt.counters.recommendations_out += 1
+        if rt.metrics is not None:
+            rt.metrics.recommendation_sent(ev.event_id, deferred=deferred)
         await recs_topic.send(key=pid, value=msg)
         await profiles_topic.send(key=pid, value=prof.to_json(pid, accounts))
 

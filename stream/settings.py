@@ -86,8 +86,19 @@ class Settings(BaseSettings):
 
     # --- web / logs ------------------------------------------------------------------------
     web_port: int = Field(default=6066, ge=0, le=65535)
+    web_bind: str = Field(default="127.0.0.1", description="0.0.0.0 in containers")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    # --- operations (lag, /metrics) --------------------------------------------------------
+    lag_refresh_s: float = Field(
+        default=5.0, gt=0, description="how often a worker reads its partitions' lag for /metrics"
+    )
+    stall_after_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a partition with lag > 0 and no committed progress this long is 'stalled'",
+    )
 
     @field_validator("topic_prefix")
     @classmethod
