@@ -48,6 +48,12 @@ def _cmd_worker(argv: Sequence[str]) -> int:
     return main(list(argv))
 
 
+def _cmd_lag(argv: Sequence[str]) -> int:
+    from .lag import main
+
+    return main(list(argv))
+
+
 def _cmd_demo(argv: Sequence[str]) -> int:
     from .demo import main
 
@@ -76,6 +82,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "worker": (_cmd_worker, "run a stream worker (Faust): events in, recommendations out"),
     "demo": (_cmd_demo, "replay MovieLens-1M as cross-platform events and watch recommendations"),
     "export-encoder": (_cmd_export, "export the sentence encoder to ONNX and check parity"),
+    "lag": (_cmd_lag, "consumer lag per group/topic/partition (like kafka-consumer-groups)"),
     "settings": (_cmd_settings, "show the configuration (CROSSPROFILE_* environment variables)"),
 }
 

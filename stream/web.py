@@ -1,4 +1,5 @@
-"""HTTP views on the worker's Faust web server: health, stats, per-person read views."""
+"""HTTP views on the worker's Faust web server: health, readiness, Prometheus metrics, stats,
+per-person read views."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any, cast
 
 import faust
 from faust.web import Request, Response, View
+
+from .metrics import CONTENT_TYPE, install_metrics
 
 
 def stats(app: faust.App) -> dict[str, Any]:
@@ -43,6 +46,19 @@ def install_views(app: faust.App) -> None:
     class Health(View):
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok"})
+
+    metrics = install_metrics(app)
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    @app.page("/ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            ready, detail = metrics.readiness()
+            return self.json(detail, status=200 if ready else 503)
 
     @app.page("/stats")
     class Stats(View):

@@ -47,9 +47,7 @@ def produce_batches(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 def commit(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     try:
         consumer.assign([TopicPartition(topic, p) for p in offsets])
         consumer.commit(
@@ -68,7 +66,9 @@ def lagged(bootstrap: str) -> tuple[str, str, dict[int, int]]:
     return topic, group, ends
 
 
-def test_lag_is_exact_per_partition(bootstrap: str, lagged: tuple[str, str, dict[int, int]]) -> None:
+def test_lag_is_exact_per_partition(
+    bootstrap: str, lagged: tuple[str, str, dict[int, int]]
+) -> None:
     topic, group, ends = lagged
     with LagReader(bootstrap) as reader:
         g = reader.read(group, [topic])

@@ -1,0 +1,163 @@
+"""The pure parts of the worker metrics: stall detection, exposition, latency, readiness."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import stream.metrics as metrics_module
+from stream.lag import PartitionLag, build_group_lag
+from stream.metrics import StallDetector, WorkerMetrics
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def parse(m: WorkerMetrics) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(m.exposition().decode()):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((dict(s.labels), float(s.value)))
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    for lab, v in samples.get(name, []):
+        if all(lab.get(k) == want for k, want in labels.items()):
+            return v
+    return None
+
+
+def row(committed: int | None, end: int, partition: int = 0) -> PartitionLag:
+    return PartitionLag("g", "t", partition, current_offset=committed, log_end_offset=end)
+
+
+# -- stall detection ------------------------------------------------------------------------
+def test_stalled_after_the_configured_time_without_progress(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    d = StallDetector(stall_after_s=10)
+    with caplog.at_level(logging.INFO, logger="stream.metrics"):
+        assert d.update([row(5, 9)], now=0) == []
+        assert d.update([row(5, 12)], now=9.9) == []  # lag grows, offset stuck: not yet
+        assert d.update([row(5, 13)], now=10.0) == [("g", "t", 0)]
+        assert d.update([row(5, 14)], now=20.0) == []  # reported once
+        assert d.stalled() == [("g", "t", 0)]
+        d.update([row(6, 14)], now=21.0)  # progress
+    assert d.stalled() == []
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("consumer stalled" in m for m in messages) == 1
+    assert any("consumer stalled: group g topic t partition 0: lag 8" in m for m in messages)
+    assert sum("consumer resumed" in m for m in messages) == 1
+
+
+def test_no_lag_or_no_commit_is_never_stalled() -> None:
+    d = StallDetector(stall_after_s=1)
+    for t in range(5):
+        d.update([row(9, 9, 0), row(None, 9, 1)], now=float(t))
+    assert d.stalled() == []
+
+
+def test_caught_up_resets_the_clock() -> None:
+    d = StallDetector(stall_after_s=10)
+    d.update([row(5, 9)], now=0)
+    d.update([row(5, 5)], now=8)  # end offset read low (caught up): lag 0
+    assert d.update([row(5, 9)], now=12) == []
+    assert d.update([row(5, 9)], now=22) == [("g", "t", 0)]
+
+
+def test_partitions_that_leave_are_forgotten() -> None:
+    d = StallDetector(stall_after_s=1)
+    d.update([row(1, 5)], now=0)
+    d.update([row(1, 5)], now=2)
+    assert d.stalled() == [("g", "t", 0)]
+    d.update([], now=3)  # moved to another worker
+    assert d.stalled() == []
+
+
+# -- exposition -----------------------------------------------------------------------------
+def test_lag_metrics_follow_the_exporters_conventions() -> None:
+    m = WorkerMetrics("grp", stall_after_s=5)
+    lag = build_group_lag(
+        "grp",
+        {("t.events", 0): 100, ("t.events", 1): 7, ("t.persons", 0): 3},
+        {("t.events", 0): 90, ("t.persons", 0): 3},
+    )
+    m.record_lag(lag, now=0.0)
+    m.record_lag(lag, now=6.0)
+    s = parse(m)
+    assert value(s, "kafka_consumergroup_lag", topic="t.events", partition="0") == 10
+    assert value(s, "kafka_consumergroup_lag", topic="t.events", partition="1") == -1
+    assert {lab["consumergroup"] for lab, _ in s["kafka_consumergroup_lag"]} == {"grp"}
+    assert value(s, "kafka_consumergroup_lag_sum", consumergroup="grp", topic="t.events") == 10
+    assert value(s, "kafka_consumergroup_lag_sum", consumergroup="grp", topic="t.persons") == 0
+    assert value(s, "kafka_consumergroup_current_offset", topic="t.events", partition="1") == -1
+    assert value(s, "kafka_topic_partition_current_offset", topic="t.events", partition="0") == 100
+    assert value(s, "crossprofile_stalled_partitions", consumergroup="grp") == 1
+    assert value(s, "crossprofile_partition_stalled", topic="t.events", partition="0") == 1
+    assert value(s, "crossprofile_partition_stalled", topic="t.persons", partition="0") == 0
+    assert value(s, "crossprofile_lag_read_errors_total") == 0
+
+
+def test_before_any_reading_there_are_no_lag_series() -> None:
+    s = parse(WorkerMetrics("grp"))
+    assert "kafka_consumergroup_lag" not in s
+    assert value(s, "crossprofile_stalled_partitions", consumergroup="grp") == 0
+    assert value(s, "crossprofile_lag_age_seconds") == -1
+    assert value(s, "crossprofile_broker_reachable") == 0
+
+
+def test_each_instance_has_its_own_registry() -> None:
+    a, b = WorkerMetrics("a"), WorkerMetrics("b")
+    a.observe_encoder(8, 0.02)
+    assert value(parse(a), "crossprofile_encoder_batch_size_count") == 1
+    assert value(parse(b), "crossprofile_encoder_batch_size_count") == 0
+
+
+def test_encoder_histograms() -> None:
+    m = WorkerMetrics("g")
+    m.observe_encoder(3, 0.004)
+    m.observe_encoder(32, 0.2)
+    s = parse(m)
+    assert value(s, "crossprofile_encoder_batch_size_count") == 2
+    assert value(s, "crossprofile_encoder_batch_size_sum") == 35
+    assert value(s, "crossprofile_encoder_batch_size_bucket", le="4.0") == 1
+    assert value(s, "crossprofile_encoder_batch_seconds_bucket", le="0.005") == 1
+
+
+def test_event_to_recommendation_latency() -> None:
+    m = WorkerMetrics("g")
+    m.event_received("e1", now=10.0)
+    m.event_received("e2", now=10.0)
+    assert m.recommendation_sent("e1", now=10.3) == pytest.approx(0.3)
+    assert m.recommendation_sent("e1", now=11.0) is None  # measured once
+    assert m.recommendation_sent("other-worker", now=11.0) is None
+    assert m.recommendation_sent("e2", deferred=True, now=12.0) == pytest.approx(2.0)
+    s = parse(m)
+    count = "crossprofile_event_to_recommendation_seconds_count"
+    assert value(s, count, deferred="false") == 1
+    assert value(s, count, deferred="true") == 1
+
+
+def test_latency_tracking_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics_module, "MAX_TRACKED_EVENTS", 3)
+    m = WorkerMetrics("g")
+    for i in range(5):
+        m.event_received(f"e{i}", now=float(i))
+    assert m.recommendation_sent("e0", now=9.0) is None  # evicted
+    assert m.recommendation_sent("e4", now=9.0) == pytest.approx(5.0)
+
+
+def test_readiness_needs_a_recent_successful_broker_reading() -> None:
+    m = WorkerMetrics("g", lag_refresh_s=1.0)
+    ready, detail = m.readiness()
+    assert not ready and detail["broker_error"] == "broker not checked yet"
+    m.record_lag(build_group_lag("g", {}, {}))
+    ready, detail = m.readiness()
+    assert ready and detail == {"ready": True, "broker_reachable": True, "recovery_done": True}
+    m.record_lag_error(ConnectionError("refused"))
+    ready, detail = m.readiness()
+    assert not ready and "refused" in detail["broker_error"]
+    m.record_lag(build_group_lag("g", {}, {}), now=0.0)
+    assert not m.broker_reachable(now=100.0)  # stale reading
