@@ -30,6 +30,7 @@ import json
 import logging
 import pickle
 import time
+import warnings
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -43,6 +44,7 @@ from .encoder import Encoder
 from .identity import IdentityGraph
 from .ingest import Rejection, parse_event
 from .models import Event, Item
+from .ops import LatestRecommendations
 from .pipeline import item_key, new_profile, observation, recommendation_message, text_key
 from .profile import InterestProfile
 from .recommend import ItemIndex
@@ -75,6 +77,7 @@ class Runtime:
     last_refresh: dict[str, float] = field(default_factory=dict)
     pending: dict[str, tuple[Event, list[str]]] = field(default_factory=dict)
     metrics: Any = None  # stream.metrics.WorkerMetrics, set by install_metrics (web views)
+    latest_recs: LatestRecommendations = field(default_factory=LatestRecommendations)
 
     async def embed(self, keys: Sequence[str], texts: Sequence[str]) -> Any:
         t0 = time.perf_counter()
@@ -136,6 +139,9 @@ def faust_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
 
 
 def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = None) -> faust.App:
+    # Pickle is read only from topics this app writes (the profile changelog, persons): the
+    # trust boundary is the broker's ACLs on <prefix>.persons and <app_id>-*-changelog.
+    warnings.filterwarnings("ignore", message="The pickle codec calls pickle.loads")
     app = faust.App(settings.app_id, **faust_options(settings, bootstrap))
     faust_compat.apply(app, fetch_max_wait_ms=settings.fetch_max_wait_ms)
     enc = encoder or Encoder.from_settings(settings)
@@ -250,6 +256,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
         msg["trigger"]["deferred"] = deferred
         rt.last_refresh[pid] = now
         rt.counters.recommendations_out += 1
+        rt.latest_recs.put(pid, msg)  # for /persons/{id}/recommendations and the ops page
         if rt.metrics is not None:
             rt.metrics.recommendation_sent(ev.event_id, deferred=deferred)
         await recs_topic.send(key=pid, value=msg)
@@ -326,6 +333,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                 await _publish_recs(pid, ev, prof, list(cmd.get("accounts") or []))
         elif kind == "merge_out":
             absorbed = profiles.pop(pid, None)
+            rt.latest_recs.pop(pid)
             await profiles_topic.send(key=pid, value=None, value_serializer="raw")
             if absorbed is not None:
                 payload = base64.b64encode(pickle.dumps(absorbed)).decode("ascii")
@@ -347,6 +355,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             profiles.pop(pid, None)
             rt.last_refresh.pop(pid, None)
             rt.pending.pop(pid, None)
+            rt.latest_recs.pop(pid)
             rt.counters.erased += 1
             await profiles_topic.send(key=pid, value=None, value_serializer="raw")
             await recs_topic.send(key=pid, value=None, value_serializer="raw")
