@@ -30,7 +30,15 @@ encoder: $(STAMP) ## export the ONNX encoder once (cached under .data/encoder)
 run: encoder ## the demo on the embedded broker: MovieLens events in, recommendations out
 	$(BIN)/crossprofile demo --summary .data/summary.json
 
-test: encoder ## unit + integration tests (real broker, real encoder)
+# Debian's chromium (+ chromium-driver) for the ops-page test, installed when missing and root;
+# otherwise that test is skipped (and fails under CI, where it must run).
+browser: ## headless Chromium for the ops-page test (apt-get, as root, when missing)
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "chromium is missing (not root here): the ops-page test will be skipped"; fi
+
+test: encoder browser ## unit + integration tests (real broker, real encoder, headless Chromium)
 	@$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: a failure here"; exit 1; fi; exit $$rc
 
@@ -41,4 +49,4 @@ lint: $(STAMP) ## ruff + mypy
 clean: ## remove caches (keeps .venv)
 	rm -rf .data .mypy_cache .ruff_cache .pytest_cache
 
-.PHONY: help venv encoder run test lint clean
+.PHONY: help venv encoder browser run test lint clean

@@ -129,6 +129,7 @@ def faust_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
     return {
         **faust_compat.faust_app_options(settings, bootstrap=bootstrap),
         "store": "memory://",
+        "datadir": f"{settings.data_dir}/faust/{{conf.name}}",  # not <app_id>-data in the cwd
         "topic_replication_factor": 1,
         "web_port": settings.web_port,
         "web_bind": settings.web_bind,

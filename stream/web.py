@@ -1,15 +1,17 @@
 """HTTP views on the worker's Faust web server: health, readiness, Prometheus metrics, stats,
-per-person read views."""
+per-person read views, and the ops page (``/ops``, its data ``/ops/data``)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
 import faust
 from faust.web import Request, Response, View
 
-from .metrics import CONTENT_TYPE, install_metrics
+from .metrics import CONTENT_TYPE, WorkerMetrics, install_metrics
+from .ops import CounterHistory, LagHistory, ops_page, snapshot
 
 
 def stats(app: faust.App) -> dict[str, Any]:
@@ -39,6 +41,53 @@ def stats(app: faust.App) -> dict[str, Any]:
             "cache_misses": rt.encoder.cache_misses,
         },
     }
+
+
+def linked_accounts(app: faust.App, person_id: str) -> list[str] | None:
+    """The person's accounts, when cheap: from the identity table if this worker holds it (it
+    has one partition, so one worker does), else from the latest recommendation message sent
+    for the person; None when neither knows."""
+    rec = cast(Mapping[str, Any], app.tables["identity"]).get("P:" + person_id)
+    if isinstance(rec, Mapping) and rec.get("accounts"):
+        return [str(a) for a in rec["accounts"]]
+    latest = app.runtime.latest_recs.get(person_id)  # type: ignore[attr-defined]
+    if latest is not None and latest.get("accounts"):
+        return [str(a) for a in latest["accounts"]]
+    return None
+
+
+def counter_sample(app: faust.App) -> dict[str, int]:
+    """The counters the ops page turns into rates."""
+    c = app.runtime.counters  # type: ignore[attr-defined]
+    return {
+        "events_in": c.events_in,
+        "recommendations_out": c.recommendations_out,
+        "events_rejected": sum(c.events_rejected.values()),
+    }
+
+
+def ops_data(
+    app: faust.App, metrics: WorkerMetrics, history: LagHistory, counters: CounterHistory
+) -> dict[str, Any]:
+    """``/ops/data``: what the ops page draws (one worker's view)."""
+    rt = app.runtime  # type: ignore[attr-defined]
+    history.record(metrics.lag)
+    _, ready = metrics.readiness()
+    now = time.monotonic()
+    return snapshot(
+        app_id=rt.settings.app_id,
+        stats=stats(app),
+        ready=ready,
+        lag=metrics.lag,
+        lag_age_s=None if metrics.lag_read_at is None else now - metrics.lag_read_at,
+        lag_errors=metrics.lag_errors,
+        stalled=metrics.stalls.stalled(),
+        history=history,
+        counter_history=counters,
+        latest=rt.latest_recs,
+        now_ms=int(time.time() * 1000),
+        monotonic_s=now,
+    )
 
 
 def install_views(app: faust.App) -> None:
@@ -71,7 +120,43 @@ def install_views(app: faust.App) -> None:
             prof = cast(Mapping[str, Any], app.tables["profiles"]).get(person_id)
             if prof is None:
                 return self.json({"error": "unknown person on this worker"}, status=404)
-            return self.json(prof.to_json(person_id))
+            return self.json(prof.to_json(person_id, linked_accounts(app, person_id) or ()))
+
+    @app.page("/persons/{person_id}/recommendations")
+    class PersonRecommendations(View):
+        async def get(self, request: Request, person_id: str) -> Response:
+            latest = app.runtime.latest_recs  # type: ignore[attr-defined]
+            if cast(Mapping[str, Any], app.tables["profiles"]).get(person_id) is None:
+                latest.pop(person_id)  # moved to another worker, merged away or erased
+                return self.json({"error": "unknown person on this worker"}, status=404)
+            msg = latest.get(person_id)
+            if msg is None:
+                return self.json(
+                    {"error": "no recommendation sent for this person since this worker started"},
+                    status=404,
+                )
+            return self.json(msg)
+
+    history, counters = LagHistory(), CounterHistory()
+    lag_refresh_s = float(app.runtime.settings.lag_refresh_s)  # type: ignore[attr-defined]
+
+    @app.timer(interval=max(0.5, min(2.0, lag_refresh_s)))
+    async def sample_ops_history() -> None:
+        """The ops page's history: lag readings (when new) and the event counters."""
+        history.record(metrics.lag)
+        counters.record(time.time(), counter_sample(app))
+
+    page = ops_page().decode("utf-8")
+
+    @app.page("/ops")
+    class OpsPage(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(page, headers={"Cache-Control": "no-cache"})  # text/html; utf-8
+
+    @app.page("/ops/data")
+    class OpsData(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(ops_data(app, metrics, history, counters))
 
 
-__all__ = ["install_views", "stats"]
+__all__ = ["counter_sample", "install_views", "linked_accounts", "ops_data", "stats"]
