@@ -143,6 +143,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
     # Pickle is read only from topics this app writes (the profile changelog, persons): the
     # trust boundary is the broker's ACLs on <prefix>.persons and <app_id>-*-changelog.
     warnings.filterwarnings("ignore", message="The pickle codec calls pickle.loads")
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(settings.app_id, **faust_options(settings, bootstrap))
     faust_compat.apply(app, fetch_max_wait_ms=settings.fetch_max_wait_ms)
     enc = encoder or Encoder.from_settings(settings)
