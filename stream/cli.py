@@ -60,6 +60,18 @@ def _cmd_demo(argv: Sequence[str]) -> int:
     return main(list(argv))
 
 
+def _cmd_bench(argv: Sequence[str]) -> int:
+    from .bench.cli import main
+
+    return main(list(argv))
+
+
+def _cmd_evaluate(argv: Sequence[str]) -> int:
+    from .evaluate.cli import main
+
+    return main(list(argv))
+
+
 def _cmd_settings(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="crossprofile settings",
@@ -84,6 +96,8 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "export-encoder": (_cmd_export, "export the sentence encoder to ONNX and check parity"),
     "lag": (_cmd_lag, "consumer lag per group/topic/partition (like kafka-consumer-groups)"),
     "settings": (_cmd_settings, "show the configuration (CROSSPROFILE_* environment variables)"),
+    "evaluate": (_cmd_evaluate, "prequential recommendation quality vs baselines (Recall/NDCG@10)"),
+    "bench": (_cmd_bench, "benchmarks: `bench encoder` (seed vs PyTorch vs ONNX, sentences/s)"),
 }
 
 

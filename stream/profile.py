@@ -376,6 +376,11 @@ class InterestProfile(base.Clusterer):
     def consumed(self) -> frozenset[str]:
         return frozenset(self._consumed)
 
+    def recent_items(self, n: int | None = None) -> list[str]:
+        """The last ``n`` (default: all kept) consumed item ids, oldest first, latest last."""
+        items = list(self._consumed)
+        return items if n is None else items[len(items) - min(n, len(items)) :]
+
     def interests(self, now: int | None = None) -> list[Interest]:
         """Interests, heaviest first, weights decayed to ``now`` (default: last update)."""
         if self._centroids is None:
