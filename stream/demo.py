@@ -244,6 +244,7 @@ def _drive(
             if time.time() > deadline:
                 raise RuntimeError(f"the worker was not ready within 300 s; see {log_path}")
             time.sleep(0.2)
+    console.print(f"worker ready — ops page: {base}/ops, metrics: {base}/metrics")
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
     catalogue = ml.catalogue(movies)
