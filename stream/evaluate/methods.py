@@ -231,7 +231,7 @@ CROSSPROFILE_CONFIG: dict[str, Any] = {
     "window_decay": 0.9,
     "recent": 20,
     "recency": 0.8,
-    "alpha": 0.5,
+    "alpha": 0.7,
     "half_life_days": 30.0,
     "collaborative": 1.0,
     "popularity": 0.3,
