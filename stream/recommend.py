@@ -265,6 +265,7 @@ class Signals:
         cap = max(1, capacity)
         self._co = np.zeros((cap, cap), dtype=np.float32)
         self._count = np.zeros(cap, dtype=np.float64)
+        self._norm = np.ones(cap, dtype=np.float32)  # max(count, 1) ** (1 - alpha), kept current
         self._pop = np.zeros(cap, dtype=np.float64)
         self._t0: int | None = None
 
@@ -277,6 +278,7 @@ class Signals:
         co[:cap, :cap] = self._co
         self._co = co
         self._count = np.concatenate([self._count, np.zeros(new - cap)])
+        self._norm = np.concatenate([self._norm, np.ones(new - cap, dtype=np.float32)])
         self._pop = np.concatenate([self._pop, np.zeros(new - cap)])
 
     @staticmethod
@@ -302,6 +304,7 @@ class Signals:
         if item_id in profile.consumed:
             return  # a repeat: popularity only
         self._count[row] += 1.0
+        self._norm[row] = self._count[row] ** (1.0 - self.alpha)
         recent = self._rows(index, profile.recent_items(self.window))
         if recent.size:
             w = self._steps[-recent.size :] if self.window_decay != 1.0 else 1.0
@@ -326,7 +329,7 @@ class Signals:
             np.maximum(self._count[rows], 1.0), self.alpha
         )
         co = w.astype(np.float32) @ self._co[rows, :n]
-        co = co / np.power(np.maximum(self._count[:n], 1.0), 1.0 - self.alpha)
+        co /= self._norm[:n]
         top = float(co.max())
         if top > 0:
             out += (self.collaborative / top) * co

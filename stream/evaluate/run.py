@@ -17,6 +17,7 @@ from .methods import CROSSPROFILE_CONFIG, CrossProfile, make_methods
 from .protocol import K, Result, Tally, run_prequential, split_index, summarise
 
 HEAD = 0.8
+ALL = "all"  # --uplift-platform all: measure the uplift on every platform's events
 COLD_ACCOUNT_EVENTS = 5
 
 # Inherited by forked workers (never pickled): the data are large and read-only.
@@ -32,10 +33,21 @@ def _task(task: tuple[str, str]) -> tuple[tuple[str, str], Result]:
     method = make_methods(data, emb, [name], params, settings=settings)[0]
     if kind == "main":
         return task, run_prequential(data, method, head=HEAD)
-    # the uplift run: every account on its own (no joins), asked only where joins matter
+    # the uplift run: every account on its own (no joins), asked only where joins matter (the
+    # events of joined persons) and only on the platform(s) measured
     joined = data.joined_users
+    platform = _STATE["uplift_platform"]
+    code = data.platforms.index(platform) if platform in data.platforms else -1
+    if platform == ALL:
+        return task, run_prequential(
+            data, method, persons=data.account, head=HEAD, only=lambda i: data.user[i] in joined
+        )
     return task, run_prequential(
-        data, method, persons=data.account, head=HEAD, only=lambda i: data.user[i] in joined
+        data,
+        method,
+        persons=data.account,
+        head=HEAD,
+        only=lambda i: data.platform[i] == code and data.user[i] in joined,
     )
 
 
@@ -59,7 +71,11 @@ def evaluate(
     # slowest first, so the pool's last task is a short one
     cost = {"crossprofile": 0, "item-knn": 1, "seed-mean-embedding": 2, "biased-mf": 3}
     tasks.sort(key=lambda t: (cost.get(t[1], 9), t[0] != "main"))
-    _STATE.update(data=data, emb=emb, settings=settings, params=params)
+    if uplift and uplift_platform != ALL and uplift_platform not in data.platforms:
+        raise ValueError(f"no platform {uplift_platform!r}: one of {data.platforms} or {ALL!r}")
+    _STATE.update(
+        data=data, emb=emb, settings=settings, params=params, uplift_platform=uplift_platform
+    )
     results: dict[tuple[str, str], Result] = {}
     try:
         if jobs > 1 and len(tasks) > 1:
@@ -160,17 +176,15 @@ def uplift_report(data: EvalData, joined: Result, split: Result, platform: str) 
     def on_platform(code: int) -> Callable[[int], bool]:
         return lambda i: data.platform[i] == code
 
-    per_platform = {p: compare(on_platform(c)) for c, p in enumerate(data.platforms)}
-    headline = compare(
-        on_platform(data.platforms.index(platform) if platform in data.platforms else -1)
-    )
+    measured = [(c, p) for c, p in enumerate(data.platforms) if platform in (ALL, p)]
+    per_platform = {p: compare(on_platform(c)) for c, p in measured}
+    headline = compare(lambda i: True)
     return {
         "method": CrossProfile.name,
         "joined_persons": len(data.joined_users),
         "note": "same events, same persons; 'not_joined' replays the stream with every account "
         "as its own person (no link/identify joins); asked only on events of joined persons",
         "headline": {"platform": platform, **headline},
-        "all_platforms": compare(lambda i: True),
         "per_platform": per_platform,
         "last_20": compare(lambda i: i >= cut),
         "new_to_platform": {

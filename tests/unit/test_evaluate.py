@@ -272,8 +272,16 @@ def test_small_run_reports_every_method_and_the_uplift(tmp_path: Path) -> None:
     assert report["verdict"]["best_baseline"] != "crossprofile"
     up = report["cross_platform"]
     assert up["headline"]["platform"] == "shop"
-    assert up["all_platforms"]["events"] > 0
-    assert set(up["per_platform"]) == {"video", "social", "shop"}
+    assert up["headline"]["events"] > 0
+    assert set(up["per_platform"]) == {"shop"}
+    assert up["headline"]["joined"]["events"] == up["headline"]["not_joined"]["events"]
+    every = evaluate(data, emb, settings, methods=["crossprofile"], uplift_platform="all")
+    assert set(every["cross_platform"]["per_platform"]) == {"video", "social", "shop"}
+    assert every["cross_platform"]["headline"]["events"] == sum(
+        p["events"] for p in every["cross_platform"]["per_platform"].values()
+    )
+    with pytest.raises(ValueError, match="no platform"):
+        evaluate(data, emb, settings, methods=["crossprofile"], uplift_platform="fax")
 
 
 def test_the_cli_writes_json_and_a_plot(
@@ -308,6 +316,10 @@ def test_the_cli_writes_json_and_a_plot(
     assert set(report["methods"]) == {"popularity", "item-knn", "crossprofile"}
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "| crossprofile |" in capsys.readouterr().out
+
+
+def test_the_cli_lists_every_method() -> None:
+    assert eval_cli.METHODS == METHODS
 
 
 def test_make_methods_rejects_unknown_names(tmp_path: Path) -> None:
