@@ -36,6 +36,7 @@ METHODS = (
     "popularity",
     "recent-popularity",
     "item-knn",
+    "item-knn-recent",
     "biased-mf",
     "seed-mean-embedding",
     "crossprofile",
@@ -70,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         default=",".join(METHODS),
         help=f"comma-separated subset of: {', '.join(METHODS)}",
+    )
+    p.add_argument(
+        "--params",
+        type=json.loads,
+        default=None,
+        metavar="JSON",
+        help='per-method keyword overrides, e.g. \'{"crossprofile": {"content": 0}}\' '
+        '(an ablation) or \'{"item-knn-recent": {"recent": 10}}\'',
     )
     p.add_argument("--no-uplift", action="store_true", help="skip the cross-platform uplift run")
     p.add_argument(
@@ -140,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         uplift=not args.no_uplift,
         uplift_platform=args.uplift_platform,
         jobs=max(1, args.jobs),
+        params=args.params,
         log=None if args.quiet else (lambda m: _say(False, m)),
     )
     report["command"] = "crossprofile evaluate " + " ".join(

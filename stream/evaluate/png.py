@@ -69,7 +69,17 @@ _FONT = {
     c: np.array([[b == "1" for b in row] for row in rows.split()], dtype=bool)
     for c, rows in _GLYPHS.items()
 }
-_DEFAULT_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+_DEFAULT_COLOURS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+]
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:

@@ -64,12 +64,22 @@ def evaluate(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``methods`` (and the uplift replay) over ``data``; the report as a JSON-able dict."""
-    params = {CrossProfile.name: dict(CROSSPROFILE_CONFIG), **(params or {})}
+    overrides = params or {}
+    params = {
+        CrossProfile.name: {**CROSSPROFILE_CONFIG, **overrides.get(CrossProfile.name, {})},
+        **{m: kw for m, kw in overrides.items() if m != CrossProfile.name},
+    }
     tasks = [("main", m) for m in methods]
     if uplift:
         tasks.append(("split", CrossProfile.name))
     # slowest first, so the pool's last task is a short one
-    cost = {"crossprofile": 0, "item-knn": 1, "seed-mean-embedding": 2, "biased-mf": 3}
+    cost = {
+        "crossprofile": 0,
+        "item-knn": 1,
+        "item-knn-recent": 2,
+        "biased-mf": 3,
+        "seed-mean-embedding": 4,
+    }
     tasks.sort(key=lambda t: (cost.get(t[1], 9), t[0] != "main"))
     if uplift and uplift_platform != ALL and uplift_platform not in data.platforms:
         raise ValueError(f"no platform {uplift_platform!r}: one of {data.platforms} or {ALL!r}")
@@ -111,6 +121,8 @@ def evaluate(
         },
         "config": {
             "crossprofile": params[CrossProfile.name],
+            "overrides": {m: kw for m, kw in params.items() if m != CrossProfile.name},
+            "encoder_variant": settings.encoder_variant,
             "profile": {
                 "max_interests": settings.max_interests,
                 "half_life_days": settings.half_life_days,
@@ -196,7 +208,17 @@ def uplift_report(data: EvalData, joined: Result, split: Result, platform: str) 
 
 # --- plot ---------------------------------------------------------------------------------------
 
-_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+_COLOURS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+]
 
 
 def write_plot(report: dict[str, Any], path: Path) -> None:

@@ -15,7 +15,14 @@ import pytest
 from stream.evaluate import cli as eval_cli
 from stream.evaluate import data as datasets
 from stream.evaluate.data import EvalData, build_stream, read_atomic, sample_users
-from stream.evaluate.methods import METHODS, Popularity, make_methods, top_k
+from stream.evaluate.methods import (
+    METHODS,
+    ItemKNN,
+    Popularity,
+    RecentItemKNN,
+    make_methods,
+    top_k,
+)
 from stream.evaluate.protocol import Tally, ndcg_at, run_prequential, split_index, summarise
 from stream.evaluate.run import evaluate
 from stream.models import Item
@@ -173,6 +180,33 @@ def test_popularity_baseline_by_hand() -> None:
     assert by_event[0] == -1  # the very first event: nothing is known yet
 
 
+def test_recent_item_knn_lets_only_the_latest_items_vote() -> None:
+    """u1 took a then b; u2 took c then d. u3 took a long ago and c just now: whole-history kNN
+    ties b and d; with only the last item voting, d (which went with c) wins."""
+    movies = {k: Movie(k, k.upper(), ("G",)) for k in ("a", "b", "c", "d", "e")}
+    ratings = [
+        Rating("u1", "a", 5, 10),
+        Rating("u1", "b", 5, 11),
+        Rating("u2", "c", 5, 20),
+        Rating("u2", "d", 5, 21),
+        Rating("u3", "a", 5, 30),
+        Rating("u3", "c", 5, 31),
+        Rating("u3", "e", 5, 40),  # the question: u3's next item
+    ]
+    data = build_stream("hand", movies, ratings)
+    row = {it.id: n for n, it in enumerate(data.items)}
+    whole, recent = ItemKNN(data), RecentItemKNN(data, recent=1)
+    for method in (whole, recent):
+        for i in range(len(data) - 1):
+            method.learn(i, data.person[i])
+    u3 = data.person[len(data) - 1]
+    exclude = np.array([row["a"], row["c"]])
+    n = len(data.items)
+    assert recent.recommend(0, u3, n, exclude, 1) == [row["d"]]
+    top2 = whole.recommend(0, u3, n, exclude, 2)
+    assert set(top2) == {row["b"], row["d"]}
+
+
 # --- datasets -----------------------------------------------------------------------------------
 
 
@@ -305,6 +339,9 @@ def test_the_cli_writes_json_and_a_plot(
             str(png),
             "--methods",
             "popularity,item-knn,crossprofile",
+            "--params",
+            '{"crossprofile": {"content": 0}, "item-knn": {"alpha": 0.7}}',
+            "--no-uplift",
             "--jobs",
             "1",
             "--quiet",
@@ -314,6 +351,10 @@ def test_the_cli_writes_json_and_a_plot(
     report = json.loads(out.read_text())
     assert report["sample"]["users"] == 8 and report["sample"]["kind"] == "users"
     assert set(report["methods"]) == {"popularity", "item-knn", "crossprofile"}
+    assert report["config"]["crossprofile"]["content"] == 0  # the override, over the defaults
+    assert report["config"]["crossprofile"]["collaborative"] == 1.0
+    assert report["config"]["overrides"] == {"item-knn": {"alpha": 0.7}}
+    assert "cross_platform" not in report
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "| crossprofile |" in capsys.readouterr().out
 
