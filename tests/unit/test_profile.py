@@ -95,6 +95,32 @@ def test_pickle_round_trip_predicts_the_same() -> None:
     assert [i.label for i in q.interests()] == [i.label for i in p.interests()]
 
 
+def test_pickled_state_keeps_centroids_ids_and_the_dedup_ring() -> None:
+    """The compact pickle (int8 centroids, packed ring, joined ids) restores what matters."""
+    rng = np.random.default_rng(1)
+    p = InterestProfile(max_interests=8)
+    for n in range(300):
+        e = rng.normal(size=384).astype(np.float32)
+        p.learn(
+            {
+                "event_id": f"e{n}",
+                "embedding": e / np.linalg.norm(e),
+                "ts": n,
+                "item_id": f"item-{n % 50}",
+            }
+        )
+    q = pickle.loads(pickle.dumps(p))
+    assert p._centroids is not None and q._centroids is not None
+    cos = (p._centroids * q._centroids).sum(axis=1) / (
+        np.linalg.norm(p._centroids, axis=1) * np.linalg.norm(q._centroids, axis=1)
+    )
+    assert cos.min() >= 0.9999
+    assert q.consumed == p.consumed and q.recent_items() == p.recent_items()
+    assert q.learn({"event_id": "e299", "ts": 300}) is False  # still a duplicate after the trip
+    assert q.learn({"event_id": "e300", "ts": 300}) is True
+    assert pickle.loads(pickle.dumps(q)).events == p.events + 1
+
+
 def test_clone_shares_no_state() -> None:
     p = trained()
     c = p.clone()
