@@ -150,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         uplift_platform=args.uplift_platform,
         jobs=max(1, args.jobs),
         params=args.params,
+        progress=not args.quiet,
         log=None if args.quiet else (lambda m: _say(False, m)),
     )
     report["command"] = "crossprofile evaluate " + " ".join(

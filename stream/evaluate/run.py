@@ -31,23 +31,42 @@ def _task(task: tuple[str, str]) -> tuple[tuple[str, str], Result]:
     settings: Settings = _STATE["settings"]
     params: dict[str, dict[str, Any]] = _STATE["params"]
     method = make_methods(data, emb, [name], params, settings=settings)[0]
+    done = _STATE.get("done")
+    slot = _STATE["tasks"].index(task)
+
+    def progress(i: int) -> None:
+        if done is not None:
+            done[slot] = i
+
+    result = _replay(kind, data, method, progress)
+    progress(len(data))
+    return task, result
+
+
+def _replay(kind: str, data: EvalData, method: Any, progress: Callable[[int], None]) -> Result:
     if kind == "main":
-        return task, run_prequential(data, method, head=HEAD)
+        return run_prequential(data, method, head=HEAD, progress=progress)
     # the uplift run: every account on its own (no joins), asked only where joins matter (the
     # events of joined persons) and only on the platform(s) measured
     joined = data.joined_users
     platform = _STATE["uplift_platform"]
     code = data.platforms.index(platform) if platform in data.platforms else -1
     if platform == ALL:
-        return task, run_prequential(
-            data, method, persons=data.account, head=HEAD, only=lambda i: data.user[i] in joined
+        return run_prequential(
+            data,
+            method,
+            persons=data.account,
+            head=HEAD,
+            only=lambda i: data.user[i] in joined,
+            progress=progress,
         )
-    return task, run_prequential(
+    return run_prequential(
         data,
         method,
         persons=data.account,
         head=HEAD,
         only=lambda i: data.platform[i] == code and data.user[i] in joined,
+        progress=progress,
     )
 
 
@@ -62,8 +81,12 @@ def evaluate(
     jobs: int = 1,
     params: dict[str, dict[str, Any]] | None = None,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Run ``methods`` (and the uplift replay) over ``data``; the report as a JSON-able dict."""
+    """Run ``methods`` (and the uplift replay) over ``data``; the report as a JSON-able dict.
+
+    ``progress`` shows one bar on stderr: events replayed, summed over every method's replay.
+    """
     overrides = params or {}
     params = {
         CrossProfile.name: {**CROSSPROFILE_CONFIG, **overrides.get(CrossProfile.name, {})},
@@ -83,13 +106,21 @@ def evaluate(
     tasks.sort(key=lambda t: (cost.get(t[1], 9), t[0] != "main"))
     if uplift and uplift_platform != ALL and uplift_platform not in data.platforms:
         raise ValueError(f"no platform {uplift_platform!r}: one of {data.platforms} or {ALL!r}")
+    ctx = multiprocessing.get_context("fork")
+    done = ctx.Array("q", len(tasks), lock=False)  # events replayed per task, shared by fork
     _STATE.update(
-        data=data, emb=emb, settings=settings, params=params, uplift_platform=uplift_platform
+        data=data,
+        emb=emb,
+        settings=settings,
+        params=params,
+        uplift_platform=uplift_platform,
+        tasks=tasks,
+        done=done,
     )
     results: dict[tuple[str, str], Result] = {}
+    bar = _ProgressBar(done, len(data) * len(tasks), len(tasks)) if progress else None
     try:
         if jobs > 1 and len(tasks) > 1:
-            ctx = multiprocessing.get_context("fork")
             with ctx.Pool(min(jobs, len(tasks))) as pool:
                 for task, res in pool.imap_unordered(_task, tasks):
                     results[task] = res
@@ -102,6 +133,8 @@ def evaluate(
                     log(f"done: {task[1]} ({task[0]})")
     finally:
         _STATE.clear()
+        if bar is not None:
+            bar.close()
 
     cut = split_index(len(data), HEAD)
     report: dict[str, Any] = {
@@ -204,6 +237,37 @@ def uplift_report(data: EvalData, joined: Result, split: Result, platform: str) 
             **compare(lambda i: prior_events[i] < COLD_ACCOUNT_EVENTS),
         },
     }
+
+
+class _ProgressBar:
+    """A tqdm bar fed from the tasks' shared counters by a background thread."""
+
+    def __init__(self, done: Any, total: int, tasks: int) -> None:
+        import threading
+
+        from tqdm import tqdm
+
+        self._done = done
+        self._bar = tqdm(
+            total=total, unit="event", unit_scale=True, desc=f"replaying ({tasks} runs)"
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self._update()
+
+    def _update(self) -> None:
+        self._bar.n = int(sum(self._done))
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._update()
+        self._bar.close()
 
 
 # --- plot ---------------------------------------------------------------------------------------
