@@ -47,7 +47,7 @@ from .models import Event, Item
 from .ops import LatestRecommendations
 from .pipeline import item_key, new_profile, observation, recommendation_message, text_key
 from .profile import InterestProfile
-from .recommend import ItemIndex
+from .recommend import ItemIndex, Signals
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class Counters:
     encoder_batches: int = 0
     encoder_texts: int = 0
     encoder_seconds: float = 0.0
+    covisits_applied: int = 0
 
 
 @dataclass
@@ -73,7 +74,10 @@ class Runtime:
     settings: Settings
     encoder: Encoder
     index: ItemIndex
+    signals: Signals = field(default_factory=Signals)
     counters: Counters = field(default_factory=Counters)
+    #: co-visit records whose item is not in this worker's index yet (the items replica lags)
+    unplaced_covisits: list[dict[str, Any]] = field(default_factory=list)
     last_refresh: dict[str, float] = field(default_factory=dict)
     pending: dict[str, tuple[Event, list[str]]] = field(default_factory=dict)
     metrics: Any = None  # stream.metrics.WorkerMetrics, set by install_metrics (web views)
@@ -147,7 +151,12 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
     app = faust.App(settings.app_id, **faust_options(settings, bootstrap))
     faust_compat.apply(app, fetch_max_wait_ms=settings.fetch_max_wait_ms)
     enc = encoder or Encoder.from_settings(settings)
-    rt = Runtime(settings=settings, encoder=enc, index=ItemIndex(enc.dim))
+    rt = Runtime(
+        settings=settings,
+        encoder=enc,
+        index=ItemIndex(enc.dim),
+        signals=Signals(**settings.signals_config()),
+    )
     app.runtime = rt  # type: ignore[attr-defined]
     p = settings.topic_prefix
 
@@ -170,6 +179,9 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
         settings.profiles_topic, value_serializer="json", key_serializer="raw"
     )
     items_topic = app.topic(settings.items_topic, value_serializer="json", key_serializer="raw")
+    covisits_topic = app.topic(
+        settings.covisits_topic, value_serializer="json", key_serializer="raw"
+    )
 
     identity_table = cast(
         MutableMapping[str, Any],
@@ -252,7 +264,9 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             rt.pending[pid] = (ev, accounts)
             return
         rt.pending.pop(pid, None)
-        msg = recommendation_message(pid, ev, prof, rt.index, settings, accounts, _now_ms())
+        msg = recommendation_message(
+            pid, ev, prof, rt.index, settings, accounts, _now_ms(), signals=rt.signals
+        )
         if msg is None:
             return
         msg["trigger"]["deferred"] = deferred
@@ -319,10 +333,9 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
         kind, pid = cmd.get("kind"), cmd["person"]
         if kind == "event" and ev is not None:
             prof = profiles.get(pid) or new_profile(settings)
-            if not prof.learn(observation(ev, vector, settings)):
+            if prof.seen(ev.event_id):
                 rt.counters.duplicates += 1
                 return
-            profiles[pid] = prof
             if ev.item is not None and vector is not None:
                 known = rt.index.get(ev.item.id)
                 if known is None or (known.platforms and ev.platform not in known.platforms):
@@ -331,6 +344,13 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                     await items_topic.send(
                         key=ev.item.id, value={**ev.item.to_json(), "platforms": [ev.platform]}
                     )
+                # co-visit evidence, taken before the profile learns the event, goes to every
+                # worker's Signals (this one's too) through the covisits topic
+                await covisits_topic.send(
+                    key=ev.item.id, value=rt.signals.observation(prof, ev.item.id, ev.ts)
+                )
+            prof.learn(observation(ev, vector, settings))
+            profiles[pid] = prof
             if prof.last_change > 0:
                 await _publish_recs(pid, ev, prof, list(cmd.get("accounts") or []))
         elif kind == "merge_out":
@@ -366,8 +386,64 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
     async def replicate_items() -> None:
         await _replicate_items(app, rt, bootstrap)
 
+    @app.task
+    async def replicate_covisits() -> None:
+        await _replicate_covisits(rt, bootstrap)
+
     app.agents_by_name = {"ingest": ingest, "identity": identity, "profile": profile}  # type: ignore[attr-defined]
     return app
+
+
+async def _read_from_start(consumer: AIOKafkaConsumer, topic: str) -> bool:
+    """Assign every partition of ``topic`` to a group-less ``consumer``, from the beginning."""
+    parts: set[int] | None = None
+    for _ in range(100):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            break
+        await consumer.topics()
+        await asyncio.sleep(0.5)
+    if not parts:
+        return False
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    return True
+
+
+async def _replicate_covisits(rt: Runtime, bootstrap: str) -> None:
+    """Apply the whole covisits topic to this worker's :class:`Signals` (group-less, from the
+    start: a restarted worker rebuilds the same evidence). A record whose item this worker's
+    index does not hold yet waits in ``rt.unplaced_covisits`` and is retried each round."""
+    topic = rt.settings.covisits_topic
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    try:
+        if not await _read_from_start(consumer, topic):
+            logger.warning("covisits topic %s not found; no collaborative evidence", topic)
+            return
+        while True:
+            batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            waiting, rt.unplaced_covisits = rt.unplaced_covisits, []
+            for records in batches.values():
+                for rec in records:
+                    try:
+                        waiting.append(json.loads(rec.value))
+                    except Exception as exc:
+                        logger.warning("skipping bad covisit record at %s: %r", rec.offset, exc)
+            for obs in waiting:
+                try:
+                    if rt.signals.count(rt.index, obs):
+                        rt.counters.covisits_applied += 1
+                    else:
+                        rt.unplaced_covisits.append(obs)
+                except Exception as exc:  # never die on one record
+                    logger.warning("skipping covisit record %r: %r", obs, exc)
+            del rt.unplaced_covisits[:-10_000]  # bounded: an item never seen is dropped
+    finally:
+        await consumer.stop()
 
 
 async def _replicate_items(app: faust.App, rt: Runtime, bootstrap: str) -> None:
@@ -378,19 +454,9 @@ async def _replicate_items(app: faust.App, rt: Runtime, bootstrap: str) -> None:
     )
     await consumer.start()
     try:
-        parts: set[int] | None = None
-        for _ in range(100):
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                break
-            await consumer.topics()
-            await asyncio.sleep(0.5)
-        if not parts:
+        if not await _read_from_start(consumer, topic):
             logger.warning("items topic %s not found; item index is fed by events only", topic)
             return
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         while True:
             batches = await consumer.getmany(
                 timeout_ms=500, max_records=rt.settings.encoder_batch_size * 4

@@ -173,21 +173,8 @@ def run_demo(settings: Settings, args: argparse.Namespace, console: Console) -> 
 
     with kafka_for(settings) as bootstrap, tempfile.TemporaryDirectory() as tmp:
         console.print(f"broker: {bootstrap}")
-        n = settings.partitions
-        ensure_topics(
-            bootstrap,
-            {
-                t: n
-                for t in (
-                    settings.events_topic,
-                    settings.items_topic,
-                    settings.dlq_topic,
-                    settings.recommendations_topic,
-                    settings.profiles_topic,
-                )
-            },
-            compacted={settings.items_topic, settings.profiles_topic},
-        )
+        topics, compacted = settings.topic_plan()
+        ensure_topics(bootstrap, topics, compacted=compacted)
         port = _free_port()
         ready = Path(tmp) / "ready"
         log_path = settings.data_dir / "logs" / "demo-worker.log"

@@ -15,7 +15,7 @@ import numpy as np
 
 from .models import Event, Item
 from .profile import InterestProfile
-from .recommend import ItemIndex
+from .recommend import ItemIndex, Signals, recommend_blended
 from .settings import Settings
 
 _SPLIT = re.compile(r"\s*[|,;/]\s*")
@@ -87,11 +87,26 @@ def recommendation_message(
     settings: Settings,
     accounts: list[str],
     now_ms: int,
+    *,
+    signals: Signals | None = None,
 ) -> dict[str, Any] | None:
-    """The ``schemas/recommendation.schema.json`` message, or None when nothing can be offered."""
-    scored = index.recommend(
-        profile, settings.top_k, platform=event.platform, now=profile.updated_at
-    )
+    """The ``schemas/recommendation.schema.json`` message, or None when nothing can be offered.
+
+    With ``signals`` (as the worker runs) the ranking is :func:`~stream.recommend.recommend_blended`
+    — interests, co-visits and popularity; without, the interests' cosine alone."""
+    if signals is not None:
+        scored = recommend_blended(
+            index,
+            profile,
+            signals,
+            settings.top_k,
+            now=profile.updated_at,
+            platform=event.platform,
+        )
+    else:
+        scored = index.recommend(
+            profile, settings.top_k, platform=event.platform, now=profile.updated_at
+        )
     if not scored:
         return None
     return {

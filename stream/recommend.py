@@ -9,7 +9,7 @@ Each recommended item names the interest it came from, that interest's label and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +161,43 @@ class ItemIndex:
             m = (m + 1) % len(interests)
         return out
 
+    def top_by_score(
+        self,
+        scores: np.ndarray,
+        k: int,
+        *,
+        exclude: Iterable[str] = (),
+        platform: str | None = None,
+        label: str = "popular",
+    ) -> list[Scored]:
+        """The ``k`` rows with the highest positive ``scores`` (one per row; ties: lower row),
+        as :class:`Scored` with reason ``label`` — recommendations without an interest."""
+        n = min(len(self._items), len(scores))
+        s = np.array(scores[:n], dtype=np.float64)
+        s[s <= 0] = -np.inf
+        rows = [self._row.get(item_id) for item_id in exclude]
+        s[[r for r in rows if r is not None and r < n]] = -np.inf
+        if platform is not None:
+            allowed = np.fromiter(
+                (not it.platforms or platform in it.platforms for it in self._items[:n]), bool, n
+            )
+            s[~allowed] = -np.inf
+        part = np.argpartition(-s, k - 1)[:k] if k < n else np.arange(n)
+        order = part[np.lexsort((part, -s[part]))]
+        return [
+            Scored(
+                item_id=self._items[r].id,
+                title=self._items[r].title or self._items[r].id,
+                score=float(s[r]),
+                interest=0,
+                label=label,
+                exemplar=None,
+                platforms=(),
+            )
+            for r in order.tolist()
+            if np.isfinite(s[r])
+        ]
+
     def _take(
         self,
         m: int,
@@ -218,8 +255,14 @@ class Signals:
     :meth:`ItemIndex.recommend` adds it to ``content`` × each interest's cosine. The defaults are
     the values chosen on the first 80 % of MovieLens-1M (``docs/quality.md``).
 
-    The matrix is dense (rows² float32: 55 MB at 3,700 items); a catalogue of hundreds of
-    thousands of items needs a sparse top-neighbour table instead.
+    The matrix is dense (rows² float32: 55 MB at 3,700 items, 400 MB at the default
+    ``max_items`` of 10,000); items past ``max_items`` get content scores only (no popularity,
+    no co-visits). A catalogue of hundreds of thousands of items needs a sparse top-neighbour
+    table instead.
+
+    In the stream, :meth:`observation` is taken where the person's profile lives and shared with
+    every worker through the ``<p>.covisits`` topic, where :meth:`count` applies it — so every
+    worker holds the same global evidence, and a restarted worker rebuilds it from the topic.
 
     >>> from stream.models import Item
     >>> index, signals, alice = ItemIndex(2), Signals(popularity=0.5), InterestProfile()
@@ -247,6 +290,7 @@ class Signals:
         popularity: float = 0.3,
         content: float = 0.3,
         capacity: int = 1024,
+        max_items: int = 10_000,
     ) -> None:
         if window < 1 or recent < 1 or not 0 < recency <= 1 or not 0 <= alpha <= 1:
             raise ValueError("need window >= 1, recent >= 1, 0 < recency <= 1, 0 <= alpha <= 1")
@@ -262,18 +306,34 @@ class Signals:
         self.collaborative = collaborative
         self.popularity = popularity
         self.content = content
-        cap = max(1, capacity)
+        self.max_items = max(1, max_items)
+        cap = max(1, min(capacity, self.max_items))
         self._co = np.zeros((cap, cap), dtype=np.float32)
         self._count = np.zeros(cap, dtype=np.float64)
         self._norm = np.ones(cap, dtype=np.float32)  # max(count, 1) ** (1 - alpha), kept current
         self._pop = np.zeros(cap, dtype=np.float64)
         self._t0: int | None = None
 
+    def config(self) -> dict[str, float | int]:
+        """The parameters this instance was built with (what an evaluation report records)."""
+        return {
+            "window": self.window,
+            "window_decay": self.window_decay,
+            "recent": self.recent,
+            "recency": self.recency,
+            "alpha": self.alpha,
+            "half_life_days": self.half_life_days,
+            "collaborative": self.collaborative,
+            "popularity": self.popularity,
+            "content": self.content,
+            "max_items": self.max_items,
+        }
+
     def _grow(self, n: int) -> None:
         cap = self._co.shape[0]
         if n <= cap:
             return
-        new = max(n, cap * 2)
+        new = min(max(n, cap * 2), self.max_items)
         co = np.zeros((new, new), dtype=np.float32)
         co[:cap, :cap] = self._co
         self._co = co
@@ -290,10 +350,25 @@ class Signals:
         self, profile: InterestProfile, index: ItemIndex, item_id: str, ts: int, weight: float = 1.0
     ) -> None:
         """Count one item event of ``profile``'s person (call before ``profile`` learns it)."""
+        self.count(index, self.observation(profile, item_id, ts))
+
+    def observation(self, profile: InterestProfile, item_id: str, ts: int) -> dict[str, Any]:
+        """What :meth:`count` needs about one item event, taken from the person's profile before
+        it learns the event — the record the stream shares between workers (``<p>.covisits``)."""
+        repeat = item_id in profile.consumed
+        recent = [] if repeat else profile.recent_items(self.window)
+        return {"item": item_id, "ts": ts, "repeat": repeat, "recent": recent}
+
+    def count(self, index: ItemIndex, obs: Mapping[str, Any]) -> bool:
+        """Count one :meth:`observation`; False when its item is not in ``index`` (yet) or past
+        ``max_items`` rows (those items get content and no collaborative evidence)."""
+        item_id, ts = str(obs["item"]), int(obs["ts"])
         row = index.row(item_id)
         if row is None:
-            return
-        self._grow(len(index))
+            return False
+        if row >= self.max_items:
+            return True
+        self._grow(min(len(index), self.max_items))
         if self._t0 is None:
             self._t0 = ts
         x = (ts - self._t0) / (self.half_life_days * _MS_PER_DAY)
@@ -301,39 +376,78 @@ class Signals:
             self._pop *= 2.0**-x
             self._t0, x = ts, 0.0
         self._pop[row] += 2.0**x
-        if item_id in profile.consumed:
-            return  # a repeat: popularity only
+        if obs.get("repeat"):
+            return True  # a repeat: popularity only
         self._count[row] += 1.0
         self._norm[row] = self._count[row] ** (1.0 - self.alpha)
-        recent = self._rows(index, profile.recent_items(self.window))
+        recent = self._rows(index, obs.get("recent") or ())
+        recent = recent[recent < self.max_items]
         if recent.size:
             w = self._steps[-recent.size :] if self.window_decay != 1.0 else 1.0
             self._co[row, recent] += w
             self._co[recent, row] += w
+        return True
 
     def prior(self, profile: InterestProfile | None, index: ItemIndex, now: int) -> np.ndarray:
         """One score per index row for ``profile``'s person (popularity alone without one)."""
         n = len(index)
-        self._grow(n)
+        m = min(n, self.max_items)  # rows with collaborative evidence
+        self._grow(m)
         out = np.zeros(n, dtype=np.float64)
-        pop = self._pop[:n]
+        pop = self._pop[:m]
         top = float(pop.max()) if n else 0.0
         if top > 0 and self.popularity:
-            out += (self.popularity / top) * pop
+            out[:m] += (self.popularity / top) * pop
         if profile is None or not self.collaborative:
             return out
         rows = self._rows(index, profile.recent_items(self.recent)[::-1])  # latest first
+        rows = rows[rows < m]
         if rows.size == 0:
             return out
         w = self.recency ** np.arange(rows.size) / np.power(
             np.maximum(self._count[rows], 1.0), self.alpha
         )
-        co = w.astype(np.float32) @ self._co[rows, :n]
-        co /= self._norm[:n]
+        co = w.astype(np.float32) @ self._co[rows, :m]
+        co /= self._norm[:m]
         top = float(co.max())
         if top > 0:
-            out += (self.collaborative / top) * co
+            out[:m] += (self.collaborative / top) * co
         return out
+
+
+def recommend_blended(
+    index: ItemIndex,
+    profile: InterestProfile | None,
+    signals: Signals,
+    k: int,
+    *,
+    now: int | None = None,
+    platform: str | None = None,
+    exclude: Iterable[str] = (),
+) -> list[Scored]:
+    """What the stream recommends (and ``crossprofile evaluate`` measures): the person's interests
+    by cosine × ``signals.content`` plus the :meth:`Signals.prior`, shared across interests by
+    :meth:`ItemIndex.recommend`; a person with no positive interest yet gets the prior alone
+    (reason label ``popular``), never an item they consumed or one with no evidence at all."""
+    prior = signals.prior(profile, index, now if now is not None else 0)
+    if profile is not None:
+        scored = index.recommend(
+            profile,
+            k,
+            platform=platform,
+            now=now,
+            exclude=exclude,
+            prior=prior,
+            content_weight=signals.content,
+        )
+        if scored:
+            return scored
+    return index.top_by_score(
+        prior,
+        k,
+        exclude=[*(profile.consumed if profile is not None else ()), *exclude],
+        platform=platform,
+    )
 
 
 def _quotas(weights: list[float], k: int) -> list[int]:
@@ -349,4 +463,4 @@ def _quotas(weights: list[float], k: int) -> list[int]:
     return quotas
 
 
-__all__ = ["ItemIndex", "Scored", "Signals"]
+__all__ = ["ItemIndex", "Scored", "Signals", "recommend_blended"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +80,20 @@ class Settings(BaseSettings):
 
     # --- recommendations -------------------------------------------------------------------
     top_k: int = Field(default=10, ge=1, le=100)
+    blend_content: float = Field(
+        default=0.3, ge=0, description="weight of the interests' cosine in the ranking"
+    )
+    blend_collaborative: float = Field(
+        default=1.0, ge=0, description="weight of co-visits with the person's recent items"
+    )
+    blend_popularity: float = Field(
+        default=0.3, ge=0, description="weight of recency-decayed popularity"
+    )
+    signals_max_items: int = Field(
+        default=10_000,
+        ge=1,
+        description="items with co-visit/popularity evidence (dense: rows^2 x 4 bytes of memory)",
+    )
     refresh_interval_s: float = Field(
         default=1.0, ge=0, description="at most one refresh per person per interval"
     )
@@ -127,6 +141,32 @@ class Settings(BaseSettings):
     @property
     def profiles_topic(self) -> str:
         return f"{self.topic_prefix}.profiles"
+
+    @property
+    def covisits_topic(self) -> str:
+        return f"{self.topic_prefix}.covisits"
+
+    def topic_plan(self) -> tuple[dict[str, int], set[str]]:
+        """The topics a worker needs (name -> partitions) and which of them are compacted."""
+        n = self.partitions
+        names = (
+            self.events_topic,
+            self.items_topic,
+            self.covisits_topic,
+            self.dlq_topic,
+            self.recommendations_topic,
+            self.profiles_topic,
+        )
+        return {t: n for t in names}, {self.items_topic, self.profiles_topic}
+
+    def signals_config(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`stream.recommend.Signals` from these settings."""
+        return {
+            "content": self.blend_content,
+            "collaborative": self.blend_collaborative,
+            "popularity": self.blend_popularity,
+            "max_items": self.signals_max_items,
+        }
 
     @property
     def encoder_dir(self) -> Path:

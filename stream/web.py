@@ -32,6 +32,7 @@ def stats(app: faust.App) -> dict[str, Any]:
         "accounts": accounts,
         "profiles": len(profiles),
         "items": len(rt.index),
+        "covisits": {"applied": c.covisits_applied, "waiting": len(rt.unplaced_covisits)},
         "encoder": {
             "provider": rt.encoder.provider,
             "batches": c.encoder_batches,

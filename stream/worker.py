@@ -46,18 +46,8 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     from .web import install_views
 
     ensure_encoder(settings)
-    n = settings.partitions
-    ensure_topics(
-        bootstrap,
-        {
-            settings.events_topic: n,
-            settings.items_topic: n,
-            settings.dlq_topic: n,
-            settings.recommendations_topic: n,
-            settings.profiles_topic: n,
-        },
-        compacted={settings.items_topic, settings.profiles_topic},
-    )
+    topics, compacted = settings.topic_plan()
+    ensure_topics(bootstrap, topics, compacted=compacted)
     app = create_app(settings, bootstrap)
     install_views(app)
     return app

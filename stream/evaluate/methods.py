@@ -31,7 +31,7 @@ import numpy as np
 
 from ..pipeline import new_profile, observation
 from ..profile import InterestProfile
-from ..recommend import ItemIndex, Signals
+from ..recommend import ItemIndex, Signals, recommend_blended
 from ..settings import Settings
 from .data import EvalData
 
@@ -256,21 +256,6 @@ class SeedMeanEmbedding:
         self.sums[person] = v.copy() if s is None else s + v
 
 
-#: crossprofile's blend (:class:`~stream.recommend.Signals`), chosen on the first 80% of time of
-#: the MovieLens-1M sample (``docs/quality.md`` says what was tried).
-CROSSPROFILE_CONFIG: dict[str, Any] = {
-    "window": 20,
-    "window_decay": 0.9,
-    "recent": 20,
-    "recency": 0.8,
-    "alpha": 0.7,
-    "half_life_days": 30.0,
-    "collaborative": 1.0,
-    "popularity": 0.3,
-    "content": 0.3,
-}
-
-
 class CrossProfile:
     """The product: the stream's profile, observations, index and scorer, event by event."""
 
@@ -287,7 +272,8 @@ class CrossProfile:
         self.emb = emb
         self.settings = settings or Settings()
         self.index = ItemIndex(emb.shape[1], capacity=max(16, len(data.items)))
-        self.signals = Signals(**blend)
+        # exactly what a worker runs (Settings -> Signals), with any --params overrides on top
+        self.signals = Signals(**{**self.settings.signals_config(), **blend})
         self.profiles: dict[int, InterestProfile] = {}
         self.row_of: dict[str, int] = {}
 
@@ -300,20 +286,12 @@ class CrossProfile:
 
     def recommend(self, i: int, person: int, n: int, exclude: np.ndarray, k: int) -> list[int]:
         profile = self.profiles.get(person)
-        now = self.data.ts[i]
         # the profile keeps its last ``consumed_items`` items; the protocol excludes them all
         bounded = profile is not None and exclude.size <= profile.consumed_items
         extra = () if bounded else [self.data.items[r].id for r in exclude.tolist()]
-        prior = self.signals.prior(profile, self.index, now)
-        scored = (
-            self.index.recommend(
-                profile, k, now=now, exclude=extra, prior=prior, content_weight=self.signals.content
-            )
-            if profile is not None
-            else []
+        scored = recommend_blended(
+            self.index, profile, self.signals, k, now=self.data.ts[i], exclude=extra
         )
-        if not scored:  # a new person, or one with no positive interest yet: the blend alone
-            return top_k(prior, exclude, k)
         return [self.row_of[s.item_id] for s in scored]
 
     def learn(self, i: int, person: int) -> None:
@@ -373,7 +351,6 @@ METHODS = (
 )
 
 __all__ = [
-    "CROSSPROFILE_CONFIG",
     "METHODS",
     "BiasedMF",
     "CrossProfile",

@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from ..recommend import Signals
 from ..settings import Settings
 from .data import EvalData
-from .methods import CROSSPROFILE_CONFIG, CrossProfile, make_methods
+from .methods import CrossProfile, make_methods
 from .protocol import K, Result, Tally, run_prequential, split_index, summarise
 
 HEAD = 0.8
@@ -89,7 +90,7 @@ def evaluate(
     """
     overrides = params or {}
     params = {
-        CrossProfile.name: {**CROSSPROFILE_CONFIG, **overrides.get(CrossProfile.name, {})},
+        CrossProfile.name: dict(overrides.get(CrossProfile.name, {})),
         **{m: kw for m, kw in overrides.items() if m != CrossProfile.name},
     }
     tasks = [("main", m) for m in methods]
@@ -153,7 +154,10 @@ def evaluate(
             "coverage": "distinct items recommended / items in the sample's catalogue",
         },
         "config": {
-            "crossprofile": params[CrossProfile.name],
+            # the effective blend: the Signals defaults, the settings, then --params
+            "crossprofile": Signals(
+                **{**settings.signals_config(), **params[CrossProfile.name]}
+            ).config(),
             "overrides": {m: kw for m, kw in params.items() if m != CrossProfile.name},
             "encoder_variant": settings.encoder_variant,
             "profile": {

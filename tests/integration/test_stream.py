@@ -125,6 +125,29 @@ def test_events_in_recommendations_out_across_platforms(
         validator("profile").validate(snap)
 
 
+def test_what_others_did_next_is_recommended(stack_factory: Callable[..., Stack]) -> None:
+    """Two shoppers bought the skillet, then a jazz record; a third buys the skillet. Content
+    alone says more cooking, popularity says the running shoes three others bought; the co-visits
+    (shared through the covisits topic) say the record."""
+    stack, worker = started(stack_factory)
+    skillet, record, shoes = CATALOGUE[8], CATALOGUE[16], CATALOGUE[0]
+    assert (skillet["id"], record["id"], shoes["id"]) == ("cook-0", "jazz-0", "run-0")
+    first = [event(1, "shop", u, "purchase", item=skillet) for u in ("bea", "bo")]
+    first += [event(1, "shop", u, "purchase", item=shoes) for u in ("dan", "dee", "dot")]
+    stack.send(first + [event(2, "shop", u, "purchase", item=record) for u in ("bea", "bo")])
+    _wait(lambda: worker.stats()["covisits"]["applied"] >= 7, "the co-visits")
+    stack.send([event(3, "shop", "cy", "purchase", item=skillet)])
+    recs = stack.reader("recommendations")
+    recs.wait_for(lambda rs: any(recs_for([json.loads(r.value)], "shop-cy-3") for r in rs))
+    (msg,) = recs_for(recs.values(), "shop-cy-3")
+    validator("recommendation").validate(msg)
+    ids = [i["item_id"] for i in msg["items"]]
+    assert ids[0] == "jazz-0", msg["items"]
+    assert "cook-0" not in ids
+    assert sum(i.startswith("cook-") for i in ids[1:6]) >= 3, "then content: more cooking"
+    assert worker.stats()["covisits"]["waiting"] == 0
+
+
 def test_malformed_events_go_to_the_dlq_and_the_worker_goes_on(
     stack_factory: Callable[..., Stack],
 ) -> None:
