@@ -109,7 +109,7 @@ class ProfileTable(faust.Table):  # type: ignore[type-arg,misc]
     def __init__(self, app: faust.App, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.key_serializer = "raw"
-        self.value_serializer = "pickle"
+        self.value_serializer = faust_compat.PROFILE_CODEC
 
 
 def _now_ms() -> int:

@@ -1,4 +1,4 @@
-"""``crossprofile bench``: dispatches to one benchmark (``encoder`` now; ``pipeline`` to come)."""
+"""``crossprofile bench``: dispatches to one benchmark (``encoder``, ``pipeline``)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,21 @@ def _encoder(argv: Sequence[str]) -> int:
     return main(argv)
 
 
-#: name → (entry point, one-line help). Add ``pipeline`` here when it exists.
+def _pipeline(argv: Sequence[str]) -> int:
+    from stream.bench.pipeline_bench import main
+
+    return main(argv)
+
+
+#: name → (entry point, one-line help).
 BENCHMARKS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "encoder": (
         _encoder,
         "seed method vs batched PyTorch vs the ONNX encoder: sentences/s and parity",
+    ),
+    "pipeline": (
+        _pipeline,
+        "end to end through the broker and a real worker: events/s, latency, state size",
     ),
 }
 
@@ -26,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crossprofile bench",
         description="Benchmarks. Each writes a JSON report (--json FILE) and prints a table.",
-        epilog="example:\n  crossprofile bench encoder --json .data/bench/encoder.json\n"
+        epilog="examples:\n  crossprofile bench encoder --json .data/bench/encoder.json\n"
+        "  crossprofile bench pipeline --json .data/bench/pipeline.json\n"
         "`crossprofile bench NAME --help` lists a benchmark's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,0 +1,64 @@
+"""``crossprofile bench pipeline --quick`` end to end: the real broker and a real worker process.
+
+Checks the report's shape and that its counts agree with each other — never its speeds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stream.bench.pipeline_bench import main
+
+pytestmark = pytest.mark.integration
+
+DATA_DIR = Path(__file__).resolve().parents[2] / ".data"
+
+
+def test_quick_run_reports_consistent_counts(
+    bootstrap: str, encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CROSSPROFILE_BROKER", bootstrap)
+    monkeypatch.setenv("CROSSPROFILE_DATA_DIR", str(DATA_DIR))
+    monkeypatch.setenv("CROSSPROFILE_PARTITIONS", "2")
+    out = tmp_path / "pipeline.json"
+
+    assert main(["--quick", "--quiet", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+
+    assert report["quick"] is True
+    assert report["settings"]["encoder_batch_size"] >= 1
+    assert "encoder_max_wait_ms" in report["settings"]
+    assert report["encoder_raw"]["sentences_per_s"] > 0
+    for name in ("unique", "zipf"):
+        phase = report["pipeline"][name]
+        assert phase["drained"] is True
+        assert phase["events_produced"] > 0
+        assert phase["events_learned"] == phase["events_produced"]
+        assert phase["events_per_s"] is not None
+        assert set(phase["where_time_goes"]["cpu_cores_used"]) == {"worker", "broker", "bench"}
+    latency = report["latency"]
+    assert latency["drained"] is True
+    assert latency["events_learned"] == latency["events_produced"] > 0
+    assert latency["latency_ms"]["n"] + latency["latency_deferred_ms"]["n"] > 0
+    assert set(report["ratios"]) == {"pipeline_unique_vs_encoder", "pipeline_zipf_vs_encoder"}
+    assert set(report["state_bytes_per_person"]) == {"10", "100", "1000"}
+
+    totals = report["totals"]
+    produced = sum(report["pipeline"][n]["events_produced"] for n in ("unique", "zipf"))
+    produced += latency["events_produced"]
+    assert totals["events_produced"] == produced
+    assert totals["events_learned"] == produced  # one profile changelog record per event
+    assert totals["worker_events_in"] == produced  # the worker consumed every event
+    assert totals["worker_rejected"] == 0 and totals["worker_duplicates"] == 0
+    assert totals["recommendations_read"] > 0
+
+    assert set(report["targets"]) == {
+        "pipeline_unique_vs_encoder_ge",
+        "pipeline_zipf_vs_encoder_ge",
+        "p99_latency_ms_lt",
+        "state_bytes_per_person_le",
+    }
+    assert all(isinstance(t["met"], bool) for t in report["targets"].values())

@@ -1,0 +1,203 @@
+"""The pure parts of ``crossprofile bench pipeline``: streams, rate/percentile maths, state size.
+
+No broker, no worker: the end-to-end run is in ``tests/integration/test_bench_pipeline_run.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from stream.bench import cli as bench_cli
+from stream.bench.pipeline_bench import (
+    QUICK,
+    EventStream,
+    Options,
+    ZipfSampler,
+    backlog_target,
+    build_parser,
+    distinct_texts,
+    interval_rates,
+    options,
+    percentiles,
+    pure_costs,
+    ratio,
+    state_sizes,
+    sustained_rate,
+    targets,
+    unique_items,
+    zipf_items,
+)
+from stream.faust_compat import PROFILE_CODEC
+from stream.ingest import Rejection, parse_event
+from stream.settings import Settings
+
+# --- streams -------------------------------------------------------------------------------------
+
+
+def test_zipf_sampler_is_deterministic_per_seed() -> None:
+    a = ZipfSampler(10_000, 1.1, seed=5).sample(2_000)
+    b = ZipfSampler(10_000, 1.1, seed=5).sample(2_000)
+    c = ZipfSampler(10_000, 1.1, seed=6).sample(2_000)
+    assert (a == b).all()
+    assert not (a == c).all()
+    assert a.min() >= 0 and a.max() < 10_000
+
+
+def test_zipf_sampler_follows_the_law() -> None:
+    sampler = ZipfSampler(10_000, 1.1, seed=1)
+    assert sampler.probabilities.sum() == pytest.approx(1.0)
+    assert sampler.probabilities[0] / sampler.probabilities[1] == pytest.approx(2**1.1)
+    draws = sampler.sample(200_000)
+    counts = Counter(int(r) for r in draws)
+    assert counts[0] / len(draws) == pytest.approx(sampler.probabilities[0], rel=0.05)
+    distinct = len(counts)
+    assert distinct == pytest.approx(sampler.expected_distinct(len(draws)), rel=0.05)
+
+
+@pytest.mark.parametrize(("n", "s"), [(0, 1.1), (10, 0.0), (10, -1.0)])
+def test_zipf_sampler_validates(n: int, s: float) -> None:
+    with pytest.raises(ValueError):
+        ZipfSampler(n, s, seed=0)
+
+
+def test_distinct_texts_chain_seeds_past_one_seeds_supply() -> None:
+    texts = distinct_texts(45_000)
+    assert len(texts) == len(set(texts)) == 45_000
+    assert distinct_texts(1_000) == texts[:1_000]
+
+
+def test_unique_stream_events_are_valid_and_never_repeat_an_item_or_text() -> None:
+    texts = distinct_texts(300)
+    stream = EventStream("unique", unique_items(texts), users=50, seed=3)
+    events = [next(stream) for _ in range(300)]
+    parsed = [parse_event(e.value, max_chars=2000) for e in events]
+    assert not [p for p in parsed if isinstance(p, Rejection)]
+    assert len({e.event_id for e in events}) == 300
+    assert len({e.embed_text for e in events}) == 300
+    assert len({json.loads(e.value)["item"]["id"] for e in events}) == 300
+    # the key is the account, as platform producers send it
+    first = json.loads(events[0].value)
+    assert events[0].key == f"{first['platform']}:{first['user_id']}".encode()
+
+
+def test_zipf_stream_reuses_stable_item_ids_and_texts() -> None:
+    titles = distinct_texts(1_000)
+    sampler = ZipfSampler(1_000, 1.1, seed=2)
+    stream = EventStream("zipf", zipf_items(titles, sampler), users=20, seed=2)
+    events = [json.loads(next(stream).value) for _ in range(2_000)]
+    by_id: dict[str, str] = {}
+    for ev in events:
+        item = ev["item"]
+        assert by_id.setdefault(item["id"], item["title"]) == item["title"]
+    assert len(by_id) < 1_000
+    top = Counter(ev["item"]["id"] for ev in events).most_common(1)[0][0]
+    assert top == "z-0"
+
+
+def test_embed_text_is_what_the_worker_embeds() -> None:
+    from stream.models import Event
+
+    stream = EventStream("unique", unique_items(distinct_texts(5)), users=5, seed=0)
+    ev = next(stream)
+    parsed = parse_event(ev.value, max_chars=2000)
+    assert isinstance(parsed, Event)
+    assert parsed.embed_text() == ev.embed_text
+
+
+# --- maths ---------------------------------------------------------------------------------------
+
+
+def test_sustained_rate_uses_the_window_only() -> None:
+    samples = [(0.0, 0), (1.0, 10), (2.0, 110), (3.0, 210), (4.0, 310), (5.0, 311)]
+    assert sustained_rate(samples, 1.0, 4.0) == pytest.approx(100.0)
+    assert sustained_rate(samples, 1.5, 3.5) == pytest.approx(100.0)
+    assert sustained_rate(samples, 4.5, 4.9) is None
+    assert interval_rates(samples, 1.0, 4.0, 1.0) == pytest.approx([100.0, 100.0, 100.0])
+
+
+def test_percentiles_match_numpy() -> None:
+    values = list(np.random.default_rng(0).exponential(50.0, size=1_000))
+    got = percentiles(values)
+    assert got["n"] == 1_000
+    assert got["p50"] == pytest.approx(np.percentile(values, 50), abs=0.05)
+    assert got["p99"] == pytest.approx(np.percentile(values, 99), abs=0.05)
+    assert percentiles([7.0]) == {"p50": 7.0, "p99": 7.0, "n": 1}
+
+
+def test_backlog_and_ratio() -> None:
+    assert backlog_target(None, 4.0, 50) == 50
+    assert backlog_target(200.0, 4.0, 50) == 800
+    assert ratio(30.0, 60.0) == 0.5
+    assert ratio(None, 60.0) is None and ratio(1.0, 0.0) is None
+
+
+def test_targets_met_and_not_met() -> None:
+    report = {
+        "ratios": {"pipeline_unique_vs_encoder": 0.9, "pipeline_zipf_vs_encoder": 2.0},
+        "latency": {"latency_ms": {"p99": 120.0}},
+        "state_bytes_per_person": {"10": {"codec_bytes": 900}, "1000": {"codec_bytes": 5000}},
+    }
+    t = targets(report)
+    assert t["pipeline_unique_vs_encoder_ge"]["met"] is True
+    assert t["pipeline_zipf_vs_encoder_ge"]["met"] is False
+    assert t["p99_latency_ms_lt"]["met"] is True
+    assert t["state_bytes_per_person_le"] == {"value": 5000, "target": 4096, "met": False}
+
+
+# --- state size ----------------------------------------------------------------------------------
+
+
+def test_state_sizes_are_the_tables_pickle_bytes() -> None:
+    import pickle
+
+    from faust.serializers import codecs
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(64, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    sizes = state_sizes(emb, Settings(), checkpoints=(10, 100))
+    assert set(sizes) == {"10", "100"}
+    for s in sizes.values():
+        assert 0 < s["pickle_bytes"] <= s["codec_bytes"]
+    # the profile table's codec writes plain pickle bytes (Faust's "pickle" adds base64)
+    assert codecs.dumps(PROFILE_CODEC, {"x": 1}) == pickle.dumps({"x": 1})
+    with pytest.raises(ValueError):
+        state_sizes(emb[:0], Settings())
+
+
+def test_pure_costs_break_an_event_down() -> None:
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(50, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    got = pure_costs(emb, Settings(), events=30, persons=5)
+    ms = got["ms_per_event"]
+    assert set(ms) == {"learn", "recommend", "serialise", "total"}
+    assert ms["total"] == pytest.approx(ms["learn"] + ms["recommend"] + ms["serialise"], abs=0.01)
+    assert got["index_items"] == 50 and got["ceiling_events_per_s"] > 0
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def test_options_defaults_quick_and_overrides() -> None:
+    parser = build_parser()
+    assert options(parser.parse_args([]), parser) == Options()
+    assert options(parser.parse_args(["--quick"]), parser) == QUICK
+    got = options(parser.parse_args(["--quick", "--window", "7", "--zipf-s", "1.3"]), parser)
+    assert got.window_s == 7.0 and got.zipf_s == 1.3 and got.quick
+    with pytest.raises(SystemExit):
+        options(parser.parse_args(["--window", "0"]), parser)
+
+
+def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        bench_cli.main(["pipeline", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "crossprofile bench pipeline --json" in out
+    assert "--quick" in out and "CROSSPROFILE_" in out
+    assert "pipeline" in bench_cli.BENCHMARKS
