@@ -51,6 +51,9 @@ class ItemIndex:
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._items: list[Item] = []
         self._row: dict[str, int] = {}
+        # per platform: which rows may be shown there, kept current by upsert (building one from
+        # the items took 3 ms per recommendation at 10,000 items)
+        self._masks: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -89,6 +92,22 @@ class ItemIndex:
                 )
             self._items[row] = item
         self._vectors[row] = vector
+        for platform, mask in self._masks.items():
+            if row >= mask.size:
+                mask = self._masks[platform] = np.resize(mask, self._vectors.shape[0])
+            mask[row] = not item.platforms or platform in item.platforms
+
+    def allowed(self, platform: str) -> np.ndarray:
+        """Boolean per row (``len(self)`` of them): may the item be shown on ``platform``?"""
+        n = len(self._items)
+        mask = self._masks.get(platform)
+        if mask is None:
+            mask = np.zeros(self._vectors.shape[0], dtype=bool)
+            mask[:n] = np.fromiter(
+                (not it.platforms or platform in it.platforms for it in self._items), bool, n
+            )
+            self._masks[platform] = mask
+        return mask[:n]
 
     def recommend(
         self,
@@ -114,11 +133,7 @@ class ItemIndex:
         interests = [i for i in profile.interests(now)[:max_interests] if i.weight > 0]
         if n == 0 or not interests:
             return []
-        allowed = None
-        if platform is not None:
-            allowed = np.fromiter(
-                (not it.platforms or platform in it.platforms for it in self._items), bool, n
-            )
+        allowed = None if platform is None else self.allowed(platform)
         centroids = np.stack([i.centroid for i in interests])
         if content_weight != 1.0:
             centroids = centroids * np.float32(content_weight)
@@ -178,10 +193,7 @@ class ItemIndex:
         rows = [self._row.get(item_id) for item_id in exclude]
         s[[r for r in rows if r is not None and r < n]] = -np.inf
         if platform is not None:
-            allowed = np.fromiter(
-                (not it.platforms or platform in it.platforms for it in self._items[:n]), bool, n
-            )
-            s[~allowed] = -np.inf
+            s[~self.allowed(platform)[:n]] = -np.inf
         part = np.argpartition(-s, k - 1)[:k] if k < n else np.arange(n)
         order = part[np.lexsort((part, -s[part]))]
         return [

@@ -105,3 +105,20 @@ def test_empty_cases() -> None:
 def test_quotas() -> None:
     assert _quotas([1.0], 10) == [10]
     assert sum(_quotas([5.0, 1.0, 1.0, 1.0], 3)) == 3
+
+
+def test_platform_masks_follow_upserts() -> None:
+    """The cached per-platform masks equal a from-scratch computation after every kind of
+    upsert: new rows (past the first capacity), platforms accumulating, 'everywhere' items."""
+    rng = np.random.default_rng(4)
+    index = ItemIndex(4, capacity=2)
+    platforms = [(), ("shop",), ("video",), ("shop", "video")]
+
+    def expected(platform: str) -> list[bool]:
+        return [not it.platforms or platform in it.platforms for it in index._items]
+
+    for n in range(40):
+        item_id = f"i{rng.integers(0, 12)}"
+        index.upsert(Item(item_id, platforms=platforms[n % 4]), rng.normal(size=4))
+        for platform in ("shop", "video", "news"):
+            assert index.allowed(platform).tolist() == expected(platform), (n, platform)
