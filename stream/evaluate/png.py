@@ -145,12 +145,12 @@ def line_chart(
     title: str,
     x_label: str,
     colours: Sequence[str] = _DEFAULT_COLOURS,
-    width: int = 900,
+    width: int = 1000,
     height: int = 480,
 ) -> bytes:
     """PNG bytes: one line per series over x = 1..n, y from 0, a legend on the right."""
     c = _Canvas(width, height)
-    left, right, top, bottom = 80, 260, 50, 60
+    left, right, top, bottom = 80, 330, 50, 60
     values = [v for s in series.values() for v in s]
     top_y = math.ceil((max(values, default=0.0) or 1.0) * 20) / 20
     n = max((len(s) for s in series.values()), default=1)

@@ -302,7 +302,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
             line_chart(
                 series,
                 title=f"NDCG@10 over time - {report.get('dataset', '')}",
-                x_label="tenth of the time-ordered stream",
+                x_label="tenth of the time-ordered stream (9-10: the report slice)",
                 colours=_COLOURS,
             )
         )
