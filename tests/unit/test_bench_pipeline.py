@@ -12,22 +12,20 @@ import numpy as np
 import pytest
 
 from stream.bench import cli as bench_cli
-from stream.bench.pipeline_bench import (
-    QUICK,
-    EventStream,
-    Options,
-    ZipfSampler,
+from stream.bench.in_process import pure_costs, state_sizes
+from stream.bench.pipeline_bench import QUICK, Options, build_parser, options
+from stream.bench.stats import (
     backlog_target,
-    build_parser,
-    distinct_texts,
     interval_rates,
-    options,
     percentiles,
-    pure_costs,
     ratio,
-    state_sizes,
     sustained_rate,
     targets,
+)
+from stream.bench.streams import (
+    EventStream,
+    ZipfSampler,
+    distinct_texts,
     unique_items,
     zipf_items,
 )

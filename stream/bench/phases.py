@@ -1,0 +1,226 @@
+"""The measuring phases of ``crossprofile bench pipeline``, each driving a :class:`Rig`.
+
+* :func:`idle_phase` — the worker's CPU with nothing to do.
+* :func:`max_rate_phase` — max sustained events/s with a bounded backlog, then :func:`drain`.
+* :func:`latency_phase` — event → recommendation latency at a paced rate.
+* :func:`run_phases` — starts the worker, watcher and producer and runs them all in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from stream.bench.rig import Probe, Rig, Watcher, WorkerProcess, window_report
+from stream.bench.stats import backlog_target, interval_rates, percentiles, sustained_rate
+from stream.bench.streams import EventStream
+
+if TYPE_CHECKING:
+    from stream.bench.pipeline_bench import Options
+    from stream.settings import Settings
+
+SAMPLE_EVERY_S: Final = 0.25
+
+
+def say(progress: bool, line: str) -> None:
+    """``line`` on stderr when ``progress`` is on."""
+    if progress:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _bar(total: float, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=round(total), desc=desc, unit="s", disable=None if enabled else True, leave=False,
+        file=sys.stderr, mininterval=0.5,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s {postfix}",
+    )  # fmt: skip
+
+
+def idle_phase(rig: Rig, seconds: float) -> dict[str, Any]:
+    """CPU the worker (and broker) use with nothing to do: timers, polling, lag refresh."""
+    first = rig.probe()
+    time.sleep(seconds)
+    w = window_report(first, rig.probe())
+    return {"seconds": w["seconds"], "cpu_cores_used": w["cpu_cores_used"]}
+
+
+def drain(rig: Rig, timeout_s: float) -> tuple[bool, float]:
+    """Wait until every event produced so far is learned; returns (drained, seconds waited)."""
+    rig.producer.flush()
+    t0 = time.monotonic()
+    while rig.watcher.learned < rig.produced:
+        if time.monotonic() - t0 > timeout_s:
+            return False, time.monotonic() - t0
+        if rig.worker.proc is not None and rig.worker.proc.poll() is not None:
+            raise RuntimeError(f"the worker died; see {rig.worker.log_path}")
+        time.sleep(0.1)
+    return True, time.monotonic() - t0
+
+
+def max_rate_phase(rig: Rig, stream: EventStream, opts: Options) -> dict[str, Any]:
+    """Keep a bounded backlog ahead of the worker; the learned rate over the window is the max."""
+    produced0, learned0 = rig.produced, rig.watcher.learned
+    t0 = time.monotonic()
+    start, end = t0 + opts.warmup_s, t0 + opts.warmup_s + opts.window_s
+    rate: float | None = None
+    probes: dict[str, Probe] = {}
+    next_sample = t0
+    bar = _bar(opts.warmup_s + opts.window_s, f"{stream.name}: max rate", rig.progress)
+    while (now := time.monotonic()) < end:
+        if now >= next_sample:
+            rig.sample()
+            next_sample = now + SAMPLE_EVERY_S
+            rate = sustained_rate(rig.samples, now - 3.0, now) or rate
+            bar.n = round(now - t0)
+            bar.set_postfix_str(f"{rate or 0:.0f} events/s")
+            if now >= start and "start" not in probes:
+                probes["start"] = rig.probe()
+        backlog = rig.produced - rig.watcher.learned
+        room = backlog_target(rate, opts.backlog_s, opts.backlog_min) - backlog
+        if room > 0:
+            for _ in range(min(room, 200)):
+                rig.send(next(stream))
+        else:
+            time.sleep(0.02)
+    rig.sample()
+    probes["end"] = rig.probe()
+    bar.close()
+    ws, we = probes["start"].t, probes["end"].t
+    measured = sustained_rate(rig.samples, ws, we)
+    produced_phase = rig.produced - produced0
+    drained, drain_s = drain(rig, opts.drain_timeout_s)
+    return {
+        "events_per_s": round(measured, 1) if measured is not None else None,
+        "window_s": round(we - ws, 2),
+        "warmup_s": opts.warmup_s,
+        "rates_per_5s": [round(r, 1) for r in interval_rates(rig.samples, ws, we, 5.0)],
+        "events_produced": produced_phase,
+        "events_learned": rig.watcher.learned - learned0,
+        "drained": drained,
+        "drain_s": round(drain_s, 1),
+        "where_time_goes": window_report(probes["start"], probes["end"]),
+    }
+
+
+def latency_phase(rig: Rig, stream: EventStream, rate: float, opts: Options) -> dict[str, Any]:
+    """Produce ``rate`` events/s for ``latency_s``; time each event to its recommendation."""
+    produced0, learned0 = rig.produced, rig.watcher.learned
+    sent_at: dict[str, float] = {}
+    interval = 1.0 / rate
+    n = max(1, round(rate * opts.latency_s))
+    bar = _bar(opts.latency_s, f"latency at {rate:.0f} events/s", rig.progress)
+    t0 = time.monotonic()
+    first = rig.probe()
+    for i in range(n):
+        delay = t0 + i * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        ev = next(stream)
+        now = time.monotonic()
+        rig.send(ev)
+        if now - t0 >= opts.latency_warmup_s:
+            sent_at[ev.event_id] = now
+        if i % max(1, round(rate / 2)) == 0:
+            bar.n = round(now - t0)
+            bar.refresh()
+    t_last = time.monotonic()
+    behind = t_last - (t0 + (n - 1) * interval)
+    last = rig.probe()
+    bar.close()
+    drained, _ = drain(rig, opts.drain_timeout_s)
+    time.sleep(0.5)  # the last recommendations trail the changelog write by a send
+    received, deferred = rig.watcher.received, rig.watcher.deferred
+    direct = [
+        (received[e] - t) * 1000 for e, t in sent_at.items() if e in received and e not in deferred
+    ]
+    late = [(received[e] - t) * 1000 for e, t in sent_at.items() if e in deferred]
+    return {
+        "stream": stream.name,
+        "rate_target": round(rate, 1),
+        "rate_achieved": round((n - 1) / (t_last - t0), 1) if n > 1 else None,
+        "producer_behind_s": round(max(0.0, behind), 3),
+        "events_produced": rig.produced - produced0,
+        "events_learned": rig.watcher.learned - learned0,
+        "events_timed": len(sent_at),
+        "latency_ms": percentiles(direct),
+        "latency_deferred_ms": percentiles(late),
+        "without_recommendation": sum(1 for e in sent_at if e not in received),
+        "drained": drained,
+        "where_time_goes": window_report(first, last),
+    }
+
+
+# --- encoder -------------------------------------------------------------------------------------
+
+
+def run_phases(
+    opts: Options,
+    settings: Settings,
+    bootstrap: str,
+    prefix: str,
+    worker: WorkerProcess,
+    pids: dict[str, int | None],
+    streams: tuple[EventStream, EventStream],
+    progress: bool,
+) -> dict[str, Any]:
+    """Start the worker, then: idle CPU, max rate per stream, latency at half the unique max."""
+    from kafka import KafkaProducer
+
+    say(progress, f"starting a worker on {bootstrap} (topics {prefix}.*) …")
+    worker.start()
+    wsettings = settings.model_copy(update={"topic_prefix": prefix})
+    watcher = Watcher(bootstrap, f"{prefix}-profiles-changelog", wsettings.recommendations_topic)
+    watcher.start()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    pids = {**pids, "worker": worker.pid, "bench": os.getpid()}
+    rig = Rig(bootstrap, worker, producer, watcher, wsettings.events_topic, pids, progress)
+    try:
+        idle = idle_phase(rig, 3.0 if opts.quick else 5.0)
+        phases: dict[str, dict[str, Any]] = {}
+        for stream in streams:
+            phases[stream.name] = max_rate_phase(rig, stream, opts)
+            say(progress, f"{stream.name}: {phases[stream.name]['events_per_s']} events/s")
+        rate = opts.latency_rate or max(1.0, (phases["unique"]["events_per_s"] or 1.0) / 2)
+        latency = latency_phase(rig, streams[0], rate, opts)
+        say(progress, f"latency at {rate:.1f} events/s: {latency['latency_ms']}")
+        final = worker.stats()
+    finally:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)  # closing clients log noise
+        watcher.stop()
+        producer.close()
+    return {
+        "worker_idle": idle,
+        "pipeline": phases,
+        "latency": latency,
+        "totals": {
+            "events_produced": rig.produced,
+            "events_learned": watcher.learned,
+            "recommendations_read": watcher.recommendations,
+            "worker_events_in": final["events_in"],
+            "worker_rejected": sum(final["events_rejected"].values()),
+            "worker_duplicates": final["duplicates"],
+            "worker_recommendations_out": final["recommendations_out"],
+            "profiles": final["profiles"],
+            "items_indexed": final["items"],
+        },
+        "worker_stats_final": final,
+    }
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+__all__ = [
+    "SAMPLE_EVERY_S",
+    "drain",
+    "idle_phase",
+    "latency_phase",
+    "max_rate_phase",
+    "run_phases",
+    "say",
+]

@@ -1,0 +1,252 @@
+"""The live parts of ``crossprofile bench pipeline``: a worker process, a topic watcher, the rig.
+
+* :class:`WorkerProcess` — ``crossprofile worker`` as a child process, with its ``/stats``.
+* :class:`Watcher` — a thread counting changelog records and timing recommendations.
+* :class:`Rig` — broker, worker, producer and watcher together; :class:`Probe` and
+  :func:`window_report` say where the time went between two instants.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream.bench.stats import Sample
+from stream.bench.streams import SyntheticEvent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc``; None elsewhere)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, or None where the platform has none."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+class WorkerProcess:
+    """``crossprofile worker`` as a child process on its own topic prefix and group."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 300.0) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            ready = Path(tmp) / "ready"
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "wb") as logf:
+                self.proc = subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "stream.cli", "worker"),
+                        *("--web-port", str(self.port), "--ready-file", str(ready)),
+                    ],
+                    env=self.env,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            deadline = time.monotonic() + timeout_s
+            while not ready.exists():
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"worker exited {self.proc.returncode}; see {self.log_path}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"worker not ready in {timeout_s:.0f} s; see {self.log_path}"
+                    )
+                time.sleep(0.2)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def stats(self) -> dict[str, Any]:
+        """The worker's ``/stats`` (counters, encoder totals)."""
+        url = f"http://127.0.0.1:{self.port}/stats"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+        return data
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+
+class Watcher(threading.Thread):
+    """Counts the profile changelog's records (events learned) and times recommendations.
+
+    Both topics are read from the beginning, group-less; ``learned`` and ``received`` grow as the
+    worker writes. ``received[event_id]`` is when the first recommendation triggered by that
+    event was read; ``deferred`` holds the ids whose recommendation waited for the refresh timer.
+    """
+
+    def __init__(self, bootstrap: str, changelog: str, recommendations: str) -> None:
+        super().__init__(daemon=True, name="bench-watcher")
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+            fetch_max_wait_ms=20, max_partition_fetch_bytes=4 << 20,
+        )  # fmt: skip
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (changelog, recommendations)
+            for p in sorted(self._partitions(topic))
+        ]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_beginning(*tps)
+        self.changelog = changelog
+        self.learned = 0
+        self.recommendations = 0
+        self.received: dict[str, float] = {}
+        self.deferred: set[str] = set()
+        self._halt = threading.Event()
+
+    def _partitions(self, topic: str, timeout_s: float = 60.0) -> set[int]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            parts = self.consumer.partitions_for_topic(topic)
+            if parts:
+                return set(parts)
+            self.consumer.topics()
+            time.sleep(0.2)
+        raise RuntimeError(f"topic {topic} not found")
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            for tp, records in self.consumer.poll(timeout_ms=100).items():
+                now = time.monotonic()
+                if tp.topic == self.changelog:
+                    self.learned += len(records)
+                    continue
+                for rec in records:
+                    self._on_recommendation(rec.value, now)
+
+    def _on_recommendation(self, value: bytes | None, now: float) -> None:
+        if value is None:
+            return
+        self.recommendations += 1
+        trigger = json.loads(value).get("trigger") or {}
+        event_id = trigger.get("event_id")
+        if isinstance(event_id, str) and event_id not in self.received:
+            self.received[event_id] = now
+            if trigger.get("deferred"):
+                self.deferred.add(event_id)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+        self.consumer.close()
+
+
+@dataclass
+class Probe:
+    """CPU and worker counters at one instant, to difference over a window."""
+
+    t: float
+    cpu: dict[str, float | None]
+    stats: dict[str, Any]
+
+
+@dataclass
+class Rig:
+    """Everything a phase needs: broker, worker, producer, watcher, and what was produced."""
+
+    bootstrap: str
+    worker: WorkerProcess
+    producer: Any
+    watcher: Watcher
+    events_topic: str
+    pids: dict[str, int | None]
+    progress: bool
+    produced: int = 0
+    samples: list[Sample] = field(default_factory=list)
+
+    def send(self, ev: SyntheticEvent) -> None:
+        self.producer.send(self.events_topic, key=ev.key, value=ev.value)
+        self.produced += 1
+
+    def sample(self) -> Sample:
+        s = (time.monotonic(), self.watcher.learned)
+        self.samples.append(s)
+        return s
+
+    def probe(self) -> Probe:
+        cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        return Probe(time.monotonic(), cpu, self.worker.stats())
+
+
+def window_report(a: Probe, b: Probe) -> dict[str, Any]:
+    """Where the time went between two probes: CPU share per process and encoder counters."""
+    dt = b.t - a.t
+    cpu: dict[str, float | None] = {}
+    for name, end in b.cpu.items():
+        start = a.cpu.get(name)
+        cpu[name] = round((end - start) / dt, 3) if end is not None and start is not None else None
+    ea, eb = a.stats["encoder"], b.stats["encoder"]
+    d = {k: eb[k] - ea[k] for k in ("batches", "texts", "seconds", "cache_hits", "cache_misses")}
+    lookups = d["cache_hits"] + d["cache_misses"]
+    return {
+        "seconds": round(dt, 2),
+        "cpu_cores_used": cpu,
+        "encoder_batches": d["batches"],
+        "encoder_texts": d["texts"],
+        "encoder_mean_batch": round(d["texts"] / d["batches"], 2) if d["batches"] else None,
+        "encoder_busy_share": round(d["seconds"] / dt, 3),
+        "encoder_texts_per_busy_s": round(d["cache_misses"] / d["seconds"], 1)
+        if d["seconds"]
+        else None,
+        # lookups include the item-replication task's (one hit per item first seen in an event)
+        "cache_hit_rate": round(d["cache_hits"] / lookups, 3) if lookups else None,
+        "cache_misses": d["cache_misses"],
+        "recommendations_out": b.stats["recommendations_out"] - a.stats["recommendations_out"],
+    }
+
+
+# --- phases --------------------------------------------------------------------------------------
+
+
+__all__ = [
+    "Probe",
+    "Rig",
+    "Watcher",
+    "WorkerProcess",
+    "cpu_seconds",
+    "load_average",
+    "window_report",
+]

@@ -1,0 +1,122 @@
+"""Rates, percentiles and targets of ``crossprofile bench pipeline`` (pure maths).
+
+* :func:`sustained_rate` and :func:`interval_rates` — counts per second from timed samples.
+* :func:`percentiles` — latency summaries; :func:`ratio`, :func:`backlog_target`.
+* :func:`targets` — the issue's targets, each with its value and whether it is met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+
+#: Targets of issue 3 (ratios within one run; latency on CPU; bytes per person).
+TARGET_UNIQUE_VS_ENCODER: Final = 0.8
+TARGET_ZIPF_VS_ENCODER: Final = 5.0
+TARGET_P99_MS: Final = 250.0
+TARGET_STATE_BYTES: Final = 4096
+
+Sample = tuple[float, int]  # (monotonic seconds, cumulative count)
+
+
+def sustained_rate(samples: Sequence[Sample], start: float, end: float) -> float | None:
+    """Count per second between the first sample at/after ``start`` and the last at/before ``end``.
+
+    >>> sustained_rate([(0.0, 0), (1.0, 50), (2.0, 150), (3.0, 250), (4.0, 300)], 1.0, 3.0)
+    100.0
+    >>> sustained_rate([(0.0, 0)], 0.0, 1.0) is None
+    True
+    """
+    inside = [s for s in samples if start <= s[0] <= end]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    (t0, c0), (t1, c1) = inside[0], inside[-1]
+    return (c1 - c0) / (t1 - t0)
+
+
+def interval_rates(samples: Sequence[Sample], start: float, end: float, step: float) -> list[float]:
+    """Rates over consecutive ``step``-second slices of ``[start, end]`` (steadiness check).
+
+    >>> interval_rates([(float(t), 10 * t) for t in range(11)], 0.0, 10.0, 5.0)
+    [10.0, 10.0]
+    """
+    out: list[float] = []
+    t = start
+    while t + step <= end + 1e-9:
+        r = sustained_rate(samples, t, t + step)
+        if r is not None:
+            out.append(r)
+        t += step
+    return out
+
+
+def percentiles(values_ms: Sequence[float], qs: Sequence[float] = (50, 99)) -> dict[str, Any]:
+    """``{"p50": …, "p99": …, "n": …}`` rounded to 0.1 ms (``None`` when there is no value).
+
+    >>> percentiles([float(x) for x in range(1, 101)])
+    {'p50': 50.5, 'p99': 99.0, 'n': 100}
+    >>> percentiles([])
+    {'p50': None, 'p99': None, 'n': 0}
+    """
+    out: dict[str, Any] = {}
+    arr = np.asarray(values_ms, dtype=np.float64)
+    for q in qs:
+        out[f"p{q:g}"] = round(float(np.percentile(arr, q)), 1) if arr.size else None
+    out["n"] = int(arr.size)
+    return out
+
+
+def backlog_target(rate: float | None, seconds: float, floor: int) -> int:
+    """Events to keep queued ahead of the worker: ``seconds`` of work at ``rate``, ≥ ``floor``.
+
+    >>> [backlog_target(r, 4.0, 100) for r in (None, 10.0, 80.0)]
+    [100, 100, 320]
+    """
+    return max(floor, int(seconds * rate)) if rate else floor
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b`` rounded to 3 places, or None when either is missing or ``b`` is 0."""
+    return round(a / b, 3) if a is not None and b else None
+
+
+def targets(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's pipeline targets, each with its value and ``met``."""
+    ratios, lat = report["ratios"], report["latency"]["latency_ms"]["p99"]
+    state = max(v["codec_bytes"] for v in report["state_bytes_per_person"].values())
+
+    def entry(value: float | None, target: float, higher: bool) -> dict[str, Any]:
+        met = value is not None and (value >= target if higher else value < target)
+        return {"value": value, "target": target, "met": met}
+
+    return {
+        "pipeline_unique_vs_encoder_ge": entry(
+            ratios["pipeline_unique_vs_encoder"], TARGET_UNIQUE_VS_ENCODER, True
+        ),
+        "pipeline_zipf_vs_encoder_ge": entry(
+            ratios["pipeline_zipf_vs_encoder"], TARGET_ZIPF_VS_ENCODER, True
+        ),
+        "p99_latency_ms_lt": entry(lat, TARGET_P99_MS, False),
+        "state_bytes_per_person_le": {
+            "value": state,
+            "target": TARGET_STATE_BYTES,
+            "met": state <= TARGET_STATE_BYTES,
+        },
+    }
+
+
+__all__ = [
+    "TARGET_P99_MS",
+    "TARGET_STATE_BYTES",
+    "TARGET_UNIQUE_VS_ENCODER",
+    "TARGET_ZIPF_VS_ENCODER",
+    "Sample",
+    "backlog_target",
+    "interval_rates",
+    "percentiles",
+    "ratio",
+    "sustained_rate",
+    "targets",
+]
