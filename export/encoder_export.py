@@ -120,150 +120,29 @@ def _require_export_deps() -> None:
 
 # --- parity corpus -------------------------------------------------------------------------
 
-_PRODUCTS = [
-    "running shoes",
-    "trail running sneakers",
-    "wireless earbuds",
-    "noise cancelling headphones",
-    "stainless steel water bottle",
-    "yoga mat",
-    "mechanical keyboard",
-    "4K monitor",
-    "espresso machine",
-    "cast iron skillet",
-    "hiking backpack",
-    "down jacket",
-    "smartwatch",
-    "kids bicycle",
-    "LED desk lamp",
-    "organic green tea",
-    "dog food",
-    "phone case",
-    "gaming mouse",
-    "air purifier",
-    "electric toothbrush",
-    "camping tent",
-    "board game",
-]
-_ADJECTIVES = [
-    "lightweight",
-    "waterproof",
-    "premium",
-    "budget",
-    "ergonomic",
-    "portable",
-    "vintage",
-    "eco-friendly",
-    "compact",
-    "heavy-duty",
-    "ultra-thin",
-    "best-selling",
-    "refurbished",
-]
-_BRANDS = ["Acme", "Northpeak", "Lumo", "Kestrel", "Orbit", "Zenith", "Mako", "Aurora"]
-_REVIEW_OPENINGS = [
-    "I bought this for my daughter and",
-    "After two weeks of daily use,",
-    "Honestly,",
-    "Five stars:",
-    "Disappointed.",
-    "Arrived late but",
-    "Works exactly as described and",
-    "Not worth the price;",
-]
-_REVIEW_BODIES = [
-    "the battery lasts all day.",
-    "it broke after a month and support never answered.",
-    "the fit is perfect, true to size.",
-    "the sound quality is much better than I expected for the price.",
-    "the colour is slightly different from the photos.",
-    "setup took five minutes, no app needed.",
-    "it is too loud at night, returning it.",
-    "my whole family uses it every morning.",
-]
-_QUERIES = [
-    "cheap flights to lisbon",
-    "how to fix a flat bike tyre",
-    "best budget phone 2024",
-    "vegan chocolate cake recipe",
-    "python asyncio tutorial",
-    "weather tomorrow",
-    "marathon training plan for beginners",
-    "gift ideas for dad",
-    "kafka consumer lag",
-    "sofa bed small apartment",
-    "learn spanish fast",
-    "champions league results",
-]
-_HEADLINES = [
-    "Central bank holds rates steady as inflation cools",
-    "Local team wins the championship after a dramatic final",
-    "New study links sleep quality to memory in older adults",
-    "Storm warning issued for the northern coast this weekend",
-    "Startup unveils battery that charges in five minutes",
-    "City council approves new bike lanes downtown",
-]
-_CHINESE = [
-    "这款跑步鞋非常轻便，适合长跑。",
-    "无线耳机的音质很好，但是电池续航一般。",
-    "请问明天北京的天气怎么样？",
-    "我最近在学习机器学习和深度学习。",
-    "这家餐厅的火锅味道很正宗，服务也很热情。",
-    "手机壳质量不错，价格也便宜。",
-    "周末我们去山里露营，风景特别美。",
-    "新款笔记本电脑的屏幕分辨率更高了。",
-    "推荐一些适合初学者的编程书籍。",
-    "快递太慢了，等了一个星期才到。",
-]
-_EMOJI = ["🔥", "👍", "😍", "🎉", "💯", "🏃‍♀️"]
-
 
 def parity_corpus(n: int = 200, *, seed: int = 20240611) -> list[str]:
-    """A deterministic, varied corpus of ``n`` texts (English and Chinese, 0 to >512 tokens).
+    """A deterministic, varied corpus of ``n`` texts (English and Chinese, 0 to >512 tokens):
+    edge cases (empty, one character, far past the token limit), then the benchmark's realistic
+    event texts (:mod:`stream.bench.texts`: titles, reviews, queries, posts, Chinese, mixed).
 
     >>> len(parity_corpus(50)) == 50 and parity_corpus(50) == parity_corpus(50)
     True
     """
-    rng = random.Random(seed)
+    from stream.bench.texts import event_texts
+
+    body = event_texts(max(n, 40), seed=seed)
+    chinese = [t for t in body if any("\u4e00" <= ch <= "\u9fff" for ch in t)]
     fixed = [
         "",
         "a",
         "OK",
         "中",
         "Running shoes 👟 on sale!!!",
-        " ".join(rng.choice(_REVIEW_BODIES) for _ in range(80)),  # far past the token limit
-        "。".join(rng.sample(_CHINESE, k=len(_CHINESE))) * 3,  # long Chinese
+        " ".join(body[:40]) * 3,  # far past the token limit
+        "。".join(chinese) * 3,  # long Chinese
     ]
-
-    def title() -> str:
-        size = f", size {rng.randint(30, 48)}" if rng.random() < 0.3 else ""
-        return (
-            f"{rng.choice(_BRANDS)} {rng.choice(_ADJECTIVES)} {rng.choice(_PRODUCTS)}"
-            f"{size} - {rng.choice(['black', 'blue', 'red', 'white', 'green'])}"
-        )
-
-    def review() -> str:
-        body = " ".join(rng.choice(_REVIEW_BODIES) for _ in range(rng.randint(1, 6)))
-        return f"{rng.choice(_REVIEW_OPENINGS)} {body}"
-
-    def query() -> str:
-        q = rng.choice(_QUERIES)
-        return q.upper() if rng.random() < 0.1 else q
-
-    def post() -> str:
-        return f"{rng.choice(_HEADLINES)} {rng.choice(_EMOJI)} #{rng.choice(_PRODUCTS).split()[0]}"
-
-    def chinese() -> str:
-        return "".join(rng.sample(_CHINESE, k=rng.randint(1, 4)))
-
-    def mixed() -> str:
-        return f"{rng.choice(_CHINESE)} {title()}"
-
-    makers = [title, review, query, post, chinese, mixed]
-    out = fixed[:n]
-    while len(out) < n:
-        out.append(makers[len(out) % len(makers)]())
-    return out
+    return (fixed + body)[:n]
 
 
 # --- helpers -------------------------------------------------------------------------------
