@@ -470,11 +470,21 @@ async def _replicate_items(app: faust.App, rt: Runtime, bootstrap: str) -> None:
                         items.append(Item.from_json(json.loads(rec.value)))
                     except Exception as exc:
                         logger.warning("skipping bad item record at %s: %r", rec.offset, exc)
-            if items:
+            fresh: list[Item] = []
+            for item in items:
+                # an item this worker indexed itself (it published it) comes back here: same
+                # text, same vector — no second trip through the encoder's executor
+                known = rt.index.get(item.id)
+                vec = rt.index.vector(item.id)
+                if known is not None and vec is not None and item_key(known) == item_key(item):
+                    rt.index.upsert(item, vec)
+                else:
+                    fresh.append(item)
+            if fresh:
                 vectors = await rt.embed(
-                    [item_key(i) for i in items], [i.embed_text() for i in items]
+                    [item_key(i) for i in fresh], [i.embed_text() for i in fresh]
                 )
-                for item, vec in zip(items, vectors, strict=True):
+                for item, vec in zip(fresh, vectors, strict=True):
                     rt.index.upsert(item, vec)
     finally:
         await consumer.stop()
