@@ -69,7 +69,8 @@ _FONT = {
     c: np.array([[b == "1" for b in row] for row in rows.split()], dtype=bool)
     for c, rows in _GLYPHS.items()
 }
-_DEFAULT_COLOURS = [
+#: one colour per series, in order (matplotlib's tab10)
+COLOURS = [
     "#1f77b4",
     "#ff7f0e",
     "#2ca02c",
@@ -144,7 +145,7 @@ def line_chart(
     *,
     title: str,
     x_label: str,
-    colours: Sequence[str] = _DEFAULT_COLOURS,
+    colours: Sequence[str] = COLOURS,
     width: int = 1000,
     height: int = 480,
 ) -> bytes:
@@ -183,4 +184,4 @@ def line_chart(
     return c.png()
 
 
-__all__ = ["line_chart"]
+__all__ = ["COLOURS", "line_chart"]

@@ -15,6 +15,7 @@ from ..recommend import Signals
 from ..settings import Settings
 from .data import EvalData
 from .methods import CrossProfile, make_methods
+from .png import COLOURS
 from .protocol import K, Result, Tally, run_prequential, split_index, summarise
 
 HEAD = 0.8
@@ -276,18 +277,6 @@ class _ProgressBar:
 
 # --- plot ---------------------------------------------------------------------------------------
 
-_COLOURS = [
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-]
-
 
 def write_plot(report: dict[str, Any], path: Path) -> None:
     """NDCG@10 per tenth of the stream, one line per method: SVG, or PNG (:mod:`.png`)."""
@@ -303,7 +292,6 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
                 series,
                 title=f"NDCG@10 over time - {report.get('dataset', '')}",
                 x_label="tenth of the time-ordered stream (9-10: the report slice)",
-                colours=_COLOURS,
             )
         )
 
@@ -339,7 +327,7 @@ def _svg(series: dict[str, list[float]], dataset: str) -> str:
         "tenth of the time-ordered stream</text>"
     )
     for k, (name, s) in enumerate(series.items()):
-        c = _COLOURS[k % len(_COLOURS)]
+        c = COLOURS[k % len(COLOURS)]
         pts = " ".join(f"{x},{y}" for x, y in (xy(i, v) for i, v in enumerate(s)))
         out.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{pts}"/>')
         ly = top + 18 * k
