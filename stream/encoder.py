@@ -196,7 +196,7 @@ class Encoder:
             settings.encoder_dir,
             variant=settings.encoder_variant,
             provider=settings.encoder_provider,
-            threads=settings.encoder_threads,
+            threads=settings.encoder_intra_threads(),
             max_tokens=settings.encoder_max_tokens,
             batch_size=settings.encoder_batch_size,
             cache_size=settings.encoder_cache_size,

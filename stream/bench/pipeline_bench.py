@@ -104,7 +104,10 @@ def _settings_used(settings: Settings) -> dict[str, Any]:
         "refresh_interval_s", "fetch_max_wait_ms", "max_interests", "top_k", "log_level",
     )  # fmt: skip
     dumped = settings.model_dump()
-    return {k: dumped[k] for k in keys}
+    return {
+        **{k: dumped[k] for k in keys},
+        "encoder_intra_threads": settings.encoder_intra_threads(),
+    }
 
 
 def _worker_env(settings: Settings, bootstrap: str, prefix: str) -> dict[str, str]:

@@ -39,3 +39,18 @@ def test_settings_command_lists_env_vars(capsys: pytest.CaptureFixture[str]) -> 
     assert "CROSSPROFILE_BROKER" in out and "CROSSPROFILE_PARTITIONS" in out
     salt_line = next(line for line in out.splitlines() if "CROSSPROFILE_PERSON_SALT" in line)
     assert "**********" in salt_line, "secrets are masked"
+
+
+def test_encoder_threads_auto_leaves_a_core_to_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream.settings import Settings
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert Settings().encoder_intra_threads() == 15
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert Settings().encoder_intra_threads() == 1
+    assert Settings(encoder_threads=4).encoder_intra_threads() == 4
+    assert Settings().signals_config()["max_items"] == 10_000
+    topics, compacted = Settings(topic_prefix="x").topic_plan()
+    assert "x.covisits" in topics and "x.covisits" not in compacted
