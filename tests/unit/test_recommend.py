@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from stream.models import Item
 from stream.profile import InterestProfile
-from stream.recommend import ItemIndex, _quotas
+from stream.recommend import ItemIndex, Signals, _quotas, recommend_blended
 
 DIM = 8
 
@@ -122,3 +124,62 @@ def test_platform_masks_follow_upserts() -> None:
         index.upsert(Item(item_id, platforms=platforms[n % 4]), rng.normal(size=4))
         for platform in ("shop", "video", "news"):
             assert index.allowed(platform).tolist() == expected(platform), (n, platform)
+
+
+def _histories() -> list[tuple[str, list[str]]]:
+    rng = np.random.default_rng(9)
+    return [
+        (f"p{k}", [f"i{a}-{rng.integers(0, 10)}" for a in rng.integers(0, 4, 12)]) for k in range(6)
+    ]
+
+
+def test_covisit_records_shared_between_workers_give_the_same_evidence() -> None:
+    """The stream's path (observation on the profile's worker -> JSON on the covisits topic ->
+    count on every worker) ends where learning in one place does."""
+    index, _ = build()
+    local, remote = Signals(window=5), Signals(window=5)
+    profiles = {pid: InterestProfile() for pid, _ in _histories()}
+    ts = 0
+    for pid, items in _histories():
+        for item_id in items:
+            ts += 60_000
+            prof = profiles[pid]
+            record = json.loads(json.dumps(local.observation(prof, item_id, ts)))
+            local.learn(prof, index, item_id, ts)
+            assert remote.count(index, record)
+            prof.learn({"event_id": f"{pid}-{ts}", "item_id": item_id, "ts": ts})
+    for prof in profiles.values():
+        assert np.allclose(local.prior(prof, index, ts), remote.prior(prof, index, ts))
+    assert not remote.count(index, {"item": "unknown", "ts": ts, "recent": []})  # retried later
+
+
+def test_signals_stop_at_max_items() -> None:
+    index, profile = build()
+    signals = Signals(max_items=5)
+    for n, item_id in enumerate(["i0-1", "i3-9", "i0-2", "i3-8"]):  # rows 1, 39, 2, 38
+        signals.learn(profile, index, item_id, ts=n)
+    prior = signals.prior(profile, index, now=4)
+    assert prior.shape == (len(index),)
+    assert not prior[5:].any()  # rows past the cap: no popularity, no co-visits
+    assert prior[1] > 0 and prior[2] > 0
+
+
+def test_blended_ranking_serves_the_prior_when_no_interest_exists_yet() -> None:
+    """A person whose only event was negative has no interest; they still get the items with
+    evidence (never their own, only those allowed on the platform), labelled as such."""
+    index, _ = build()
+    signals = Signals()
+    others = InterestProfile()
+    for n, item_id in enumerate(["i2-1", "i2-1", "i2-2", "i1-4", "i3-0"]):  # i3-*: shop only
+        signals.learn(others, index, item_id, ts=n)
+        others.learn({"event_id": f"o{n}", "item_id": item_id, "ts": n})
+    newcomer = InterestProfile()
+    newcomer.learn(
+        {"event_id": "x", "embedding": vec(2, 0.0), "weight": -1.0, "ts": 5, "item_id": "i2-1"}
+    )
+    assert newcomer.n_interests == 0
+    recs = recommend_blended(index, newcomer, signals, 5, now=5)
+    assert [r.item_id for r in recs] == ["i2-2", "i1-4", "i3-0"]  # i2-1 is hers; no others
+    assert all(r.label == "popular" for r in recs)
+    on_video = recommend_blended(index, newcomer, signals, 5, now=5, platform="video")
+    assert [r.item_id for r in on_video] == ["i2-2", "i1-4"]
