@@ -78,6 +78,8 @@ class Result:
     seconds_recommend: float = 0.0
     seconds_learn: float = 0.0
     learned: int = 0
+    seconds_tail: float = 0.0  # recommend + learn on the report slice (the last 1 - head)
+    learned_tail: int = 0
     recommended: set[int] = field(default_factory=set)  # rows ever recommended
     recommended_tail: set[int] = field(default_factory=set)  # ... in the report slice
 
@@ -130,11 +132,13 @@ def run_prequential(
         if mine is None:
             mine = consumed_set[person] = set()
             consumed[person] = []
+        spent = 0.0
         if data.positive[i] and row not in mine and (only is None or only(i)):
             exclude = np.fromiter(consumed[person], dtype=np.int64, count=len(consumed[person]))
             t0 = clock()
             recs = list(method.recommend(i, person, n_seen, exclude, k))[:k]
-            result.seconds_recommend += clock() - t0
+            spent = clock() - t0
+            result.seconds_recommend += spent
             rank = recs.index(row) if row in recs else -1
             result.asked.append(i)
             result.ranks.append(rank)
@@ -143,8 +147,12 @@ def run_prequential(
                 result.recommended_tail.update(recs)
         t0 = clock()
         method.learn(i, person)
-        result.seconds_learn += clock() - t0
+        learn_s = clock() - t0
+        result.seconds_learn += learn_s
         result.learned += 1
+        if i >= cut:
+            result.seconds_tail += spent + learn_s
+            result.learned_tail += 1
         if row not in mine:
             mine.add(row)
             consumed[person].append(row)
@@ -183,6 +191,7 @@ def summarise(
         "last_20": {
             **tail.report(),
             "coverage": round(len(result.recommended_tail) / max(catalogue, 1), 5),
+            "ms_per_event": round(1000 * result.seconds_tail / max(result.learned_tail, 1), 4),
         },
         "ndcg_over_time": [round(b.ndcg / max(b.events, 1), 5) for b in per_bin],
     }

@@ -156,9 +156,14 @@ def test_a_hit_is_scored_at_its_rank(tmp_path: Path) -> None:
         def recommend(self, i: int, person: int, n: int, exclude: np.ndarray, k: int) -> list[int]:
             return [self.data.item[i]]  # cheats on purpose: the held-out item, first
 
-    res = summarise(data, run_prequential(data, Oracle(data)))
+    result = run_prequential(data, Oracle(data))
+    res = summarise(data, result)
     assert res["recall@10"] == 1.0 and res["ndcg@10"] == 1.0
     assert set(res) >= {"recall@10", "ndcg@10", "coverage", "events", "seconds", "last_20"}
+    assert set(res["last_20"]) >= {"recall@10", "ndcg@10", "coverage", "events", "ms_per_event"}
+    # the report slice's cost counts exactly the events past the cut
+    assert result.learned_tail == len(data) - split_index(len(data))
+    assert 0 < result.seconds_tail <= result.seconds_recommend + result.seconds_learn
 
 
 def test_popularity_baseline_by_hand() -> None:
