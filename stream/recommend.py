@@ -43,6 +43,23 @@ class Scored:
         }
 
 
+def top_k(scores: np.ndarray, exclude: np.ndarray, k: int) -> list[int]:
+    """Rows of the ``k`` best finite scores, best first, ``exclude`` left out (ties: lower row).
+
+    >>> top_k(np.array([0.1, 0.9, 0.5, 0.7]), np.array([1]), 2)
+    [3, 2]
+    """
+    s = np.array(scores, dtype=np.float64, copy=True)
+    if exclude.size:
+        s[exclude[exclude < s.size]] = -np.inf
+    n = s.size
+    if n == 0:
+        return []
+    part = np.argpartition(-s, k - 1)[:k] if k < n else np.arange(n)
+    order = part[np.lexsort((part, -s[part]))]
+    return [int(r) for r in order if np.isfinite(s[r])]
+
+
 class ItemIndex:
     """Exact inner-product index over L2-normalised item embeddings, grown in place."""
 
@@ -68,6 +85,11 @@ class ItemIndex:
     def row(self, item_id: str) -> int | None:
         """The item's row: rows are numbered in first-upsert order and never move."""
         return self._row.get(item_id)
+
+    def rows(self, item_ids: Iterable[str]) -> np.ndarray:
+        """The rows of the ids this index holds, in the ids' order (unknown ids left out)."""
+        found = (self._row.get(i) for i in item_ids)
+        return np.array([r for r in found if r is not None], dtype=np.int64)
 
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self._row.get(item_id)
@@ -143,9 +165,8 @@ class ItemIndex:
             sims += p[:, :n] if p.ndim == 2 else p[None, :n]
         if allowed is not None:
             sims[:, ~allowed] = -np.inf
-        rows = [self._row.get(item_id) for item_id in (*profile.consumed, *exclude)]
-        dropped = [r for r in rows if r is not None]
-        if dropped:
+        dropped = self.rows((*profile.consumed, *exclude))
+        if dropped.size:
             sims[:, dropped] = -np.inf
         quotas = _quotas([i.weight for i in interests], k)
         total = sum(i.weight for i in interests)
@@ -190,12 +211,8 @@ class ItemIndex:
         n = min(len(self._items), len(scores))
         s = np.array(scores[:n], dtype=np.float64)
         s[s <= 0] = -np.inf
-        rows = [self._row.get(item_id) for item_id in exclude]
-        s[[r for r in rows if r is not None and r < n]] = -np.inf
         if platform is not None:
             s[~self.allowed(platform)[:n]] = -np.inf
-        part = np.argpartition(-s, k - 1)[:k] if k < n else np.arange(n)
-        order = part[np.lexsort((part, -s[part]))]
         return [
             Scored(
                 item_id=self._items[r].id,
@@ -206,8 +223,7 @@ class ItemIndex:
                 exemplar=None,
                 platforms=(),
             )
-            for r in order.tolist()
-            if np.isfinite(s[r])
+            for r in top_k(s, self.rows(exclude), k)
         ]
 
     def _take(
@@ -285,7 +301,7 @@ class Signals:
     ...     _ = alice.learn({"event_id": str(n), "item_id": it, "ts": n})
     >>> bob = InterestProfile()
     >>> bob.learn_one({"event_id": "x", "item_id": "a", "ts": 2})
-    >>> [round(float(x), 2) for x in signals.prior(bob, index, now=2)]  # b went with a
+    >>> [round(float(x), 2) for x in signals.prior(bob, index)]  # b went with a
     [0.5, 1.5, 0.0]
     """
 
@@ -353,14 +369,7 @@ class Signals:
         self._norm = np.concatenate([self._norm, np.ones(new - cap, dtype=np.float32)])
         self._pop = np.concatenate([self._pop, np.zeros(new - cap)])
 
-    @staticmethod
-    def _rows(index: ItemIndex, ids: Iterable[str]) -> np.ndarray:
-        rows = (index.row(i) for i in ids)
-        return np.array([r for r in rows if r is not None], dtype=np.int64)
-
-    def learn(
-        self, profile: InterestProfile, index: ItemIndex, item_id: str, ts: int, weight: float = 1.0
-    ) -> None:
+    def learn(self, profile: InterestProfile, index: ItemIndex, item_id: str, ts: int) -> None:
         """Count one item event of ``profile``'s person (call before ``profile`` learns it)."""
         self.count(index, self.observation(profile, item_id, ts))
 
@@ -392,7 +401,7 @@ class Signals:
             return True  # a repeat: popularity only
         self._count[row] += 1.0
         self._norm[row] = self._count[row] ** (1.0 - self.alpha)
-        recent = self._rows(index, obs.get("recent") or ())
+        recent = index.rows(obs.get("recent") or ())
         recent = recent[recent < self.max_items]
         if recent.size:
             w = self._steps[-recent.size :] if self.window_decay != 1.0 else 1.0
@@ -400,7 +409,7 @@ class Signals:
             self._co[recent, row] += w
         return True
 
-    def prior(self, profile: InterestProfile | None, index: ItemIndex, now: int) -> np.ndarray:
+    def prior(self, profile: InterestProfile | None, index: ItemIndex) -> np.ndarray:
         """One score per index row for ``profile``'s person (popularity alone without one)."""
         n = len(index)
         m = min(n, self.max_items)  # rows with collaborative evidence
@@ -412,7 +421,7 @@ class Signals:
             out[:m] += (self.popularity / top) * pop
         if profile is None or not self.collaborative:
             return out
-        rows = self._rows(index, profile.recent_items(self.recent)[::-1])  # latest first
+        rows = index.rows(profile.recent_items(self.recent)[::-1])  # latest first
         rows = rows[rows < m]
         if rows.size == 0:
             return out
@@ -441,7 +450,7 @@ def recommend_blended(
     by cosine × ``signals.content`` plus the :meth:`Signals.prior`, shared across interests by
     :meth:`ItemIndex.recommend`; a person with no positive interest yet gets the prior alone
     (reason label ``popular``), never an item they consumed or one with no evidence at all."""
-    prior = signals.prior(profile, index, now if now is not None else 0)
+    prior = signals.prior(profile, index)
     if profile is not None:
         scored = index.recommend(
             profile,
@@ -475,4 +484,4 @@ def _quotas(weights: list[float], k: int) -> list[int]:
     return quotas
 
 
-__all__ = ["ItemIndex", "Scored", "Signals", "recommend_blended"]
+__all__ = ["ItemIndex", "Scored", "Signals", "recommend_blended", "top_k"]

@@ -31,28 +31,11 @@ import numpy as np
 
 from ..pipeline import new_profile, observation
 from ..profile import InterestProfile
-from ..recommend import ItemIndex, Signals, recommend_blended
+from ..recommend import ItemIndex, Signals, recommend_blended, top_k
 from ..settings import Settings
 from .data import EvalData
 
 _DAY_MS = 86_400_000.0
-
-
-def top_k(scores: np.ndarray, exclude: np.ndarray, k: int) -> list[int]:
-    """Rows of the ``k`` best finite scores, best first, ``exclude`` left out (ties: lower row).
-
-    >>> top_k(np.array([0.1, 0.9, 0.5, 0.7]), np.array([1]), 2)
-    [3, 2]
-    """
-    s = np.array(scores, dtype=np.float64, copy=True)
-    if exclude.size:
-        s[exclude[exclude < s.size]] = -np.inf
-    n = s.size
-    if n == 0:
-        return []
-    part = np.argpartition(-s, k - 1)[:k] if k < n else np.arange(n)
-    order = part[np.lexsort((part, -s[part]))]
-    return [int(r) for r in order if np.isfinite(s[r])]
 
 
 class Popularity:
@@ -304,7 +287,7 @@ class CrossProfile:
         profile = self._profile(person)
         ev = d.event(i)
         obs = observation(ev, self.emb[row], self.settings)
-        self.signals.learn(profile, self.index, item.id, ev.ts, float(obs["weight"]))
+        self.signals.learn(profile, self.index, item.id, ev.ts)
         profile.learn(obs)
 
 

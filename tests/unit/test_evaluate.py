@@ -272,10 +272,10 @@ def test_signals_prior_follows_co_visitation() -> None:
             p.learn({"event_id": f"{person}-{n}", "item_id": it, "ts": n})
     q = InterestProfile()
     q.learn({"event_id": "q", "item_id": "a", "ts": 9})
-    prior = signals.prior(q, index, now=9)
+    prior = signals.prior(q, index)
     assert int(np.argmax(prior)) == index.row("b")
     assert prior[index.row("d")] == 0.0
-    assert np.allclose(signals.prior(None, index, now=9), 0.0)  # popularity weight 0
+    assert np.allclose(signals.prior(None, index), 0.0)  # popularity weight 0
 
 
 def test_recommend_blends_a_prior_and_excludes() -> None:

@@ -149,7 +149,7 @@ def test_covisit_records_shared_between_workers_give_the_same_evidence() -> None
             assert remote.count(index, record)
             prof.learn({"event_id": f"{pid}-{ts}", "item_id": item_id, "ts": ts})
     for prof in profiles.values():
-        assert np.allclose(local.prior(prof, index, ts), remote.prior(prof, index, ts))
+        assert np.allclose(local.prior(prof, index), remote.prior(prof, index))
     assert not remote.count(index, {"item": "unknown", "ts": ts, "recent": []})  # retried later
 
 
@@ -158,7 +158,7 @@ def test_signals_stop_at_max_items() -> None:
     signals = Signals(max_items=5)
     for n, item_id in enumerate(["i0-1", "i3-9", "i0-2", "i3-8"]):  # rows 1, 39, 2, 38
         signals.learn(profile, index, item_id, ts=n)
-    prior = signals.prior(profile, index, now=4)
+    prior = signals.prior(profile, index)
     assert prior.shape == (len(index),)
     assert not prior[5:].any()  # rows past the cap: no popularity, no co-visits
     assert prior[1] > 0 and prior[2] > 0
