@@ -14,9 +14,11 @@ benchmarked without a broker. The algorithm is an online take on PinnerSage's in
 - each interest keeps an exemplar item (the one seen closest to its centroid, PinnerSage's
   medoid), the platforms it came from, and a label from its top categories/tags;
 - decayed per-platform, per-type and per-category counters; a bounded ring of recent event-id
-  hashes makes a replayed event a no-op; a bounded list of consumed items serves filtering.
+  hashes makes a replayed event a no-op; a bounded list of consumed items (as 32-bit hashes of
+  their ids, :func:`item_hash`) serves filtering and the co-visit evidence.
 
-State is bounded in bytes whatever the history length (see :meth:`__getstate__`).
+State is bounded in bytes whatever the history length: ≤ 4 KiB pickled at the defaults (see
+:meth:`__getstate__` and ``docs/performance.md``).
 
 >>> import numpy as np
 >>> p = InterestProfile(max_interests=2)
@@ -31,6 +33,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pickle
+import struct
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +47,25 @@ _MS_PER_DAY = 86_400_000.0
 
 
 def event_hash(event_id: str) -> int:
-    """64-bit hash of an event id for the dedup ring (stable across processes)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+    """32-bit hash of an event id for the dedup ring (stable across processes).
+
+    A ring of 128 of them mistakes a new event for a replay with probability 128 / 2³² ≈ 3e-8.
+    It is the low half of the 64-bit hash earlier versions kept, so their rings still match.
+    """
+    digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def item_hash(item_id: str) -> int:
+    """32-bit hash of an item id (CRC-32: ids that differ in up to 4 bytes never collide).
+
+    Profiles keep consumed items as these hashes; :class:`stream.recommend.ItemIndex` maps them
+    back to rows, and co-visit records carry them.
+
+    >>> item_hash("ml-1") != item_hash("ml-2")
+    True
+    """
+    return zlib.crc32(item_id.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +126,8 @@ class InterestProfile(base.Clusterer):
         self._platforms: list[dict[str, float]] = []
         self._terms: list[dict[str, float]] = []
         self._recent: list[int] = []
-        self._consumed: dict[str, None] = {}
-        self._merged: list[str] = []  # persons folded in, so a replayed merge is a no-op
+        self._consumed: dict[int, None] = {}  # item_hash of consumed ids, oldest first
+        self._merged: list[int] = []  # event_hash of persons folded in: a replayed merge is a no-op
         self.counters: dict[str, dict[str, float]] = {
             "platforms": {},
             "types": {},
@@ -156,8 +178,9 @@ class InterestProfile(base.Clusterer):
                 self.last_change = self._learn_negative(e, -w, ts)
         item_id = x.get("item_id")
         if item_id and self.consumed_items:
-            self._consumed.pop(item_id, None)
-            self._consumed[item_id] = None
+            ih = item_hash(str(item_id))
+            self._consumed.pop(ih, None)
+            self._consumed[ih] = None
             while len(self._consumed) > self.consumed_items:
                 del self._consumed[next(iter(self._consumed))]
         self.events += 1
@@ -303,9 +326,10 @@ class InterestProfile(base.Clusterer):
         command) changes nothing and returns False.
         """
         if source is not None:
-            if source in self._merged:
+            sh = event_hash(source)
+            if sh in self._merged:
                 return False
-            self._merged = [*self._merged, source][-64:]
+            self._merged = [*self._merged, sh][-64:]
         now = max(self.updated_at, other.updated_at)
         if other._centroids is not None:
             for j in range(len(other._weights)):
@@ -372,12 +396,13 @@ class InterestProfile(base.Clusterer):
     def n_interests(self) -> int:
         return len(self._weights)
 
-    @property
-    def consumed(self) -> frozenset[str]:
-        return frozenset(self._consumed)
+    def has_consumed(self, item_id: str) -> bool:
+        """Is ``item_id`` among the last ``consumed_items`` items this person consumed?"""
+        return item_hash(item_id) in self._consumed
 
-    def recent_items(self, n: int | None = None) -> list[str]:
-        """The last ``n`` (default: all kept) consumed item ids, oldest first, latest last."""
+    def consumed_hashes(self, n: int | None = None) -> list[int]:
+        """:func:`item_hash` of the last ``n`` (default: all kept) consumed items, oldest first,
+        latest last (:meth:`stream.recommend.ItemIndex.rows_by_hash` maps them to rows)."""
         items = list(self._consumed)
         return items if n is None else items[len(items) - min(n, len(items)) :]
 
@@ -432,56 +457,181 @@ class InterestProfile(base.Clusterer):
 
     # --- compact pickling ----------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        """The pickled state, compacted: centroids as int8 with one float32 scale per row (cosine
-        to the float32 original ≥ 0.9999 for 384-d unit vectors), the dedup ring as packed
-        uint64 and the consumed ids as one string. ``docs/performance.md`` has the bytes."""
-        state = dict(self.__dict__)
-        state.pop("last_change", None)  # transient: describes the last call, not the person
-        if self._centroids is not None:
-            state["_centroids"] = _quantize(self._centroids)
-        state["_recent"] = np.asarray(self._recent, dtype="<u8").tobytes()
-        ids = list(self._consumed)
-        if not any(_SEP in i for i in ids):
-            state["_consumed"] = _SEP.join(ids)
-        return state
+        """The pickled state: ≤ 4 KiB at the defaults, whatever the history length.
+
+        - centroids as 4-bit codes with one float32 scale per row (8 × 384 dims: 1.6 KB; mean
+          cosine to the float32 original 0.992 on MiniLM centroids). Workers keep profiles in
+          memory as float32, so a profile is quantised when it is *recovered*, not per event;
+        - the dedup ring (event-id hashes), the consumed items (item-id hashes) and the merged
+          persons as packed uint32;
+        - per-interest numbers as float32/int64 arrays, exemplar titles cut to
+          ``EXEMPLAR_TITLE_CHARS``;
+        - the whole pickled and zlib-compressed (labels, ids and counters' keys compress well);
+        - past ``STATE_BUDGET_BYTES`` (long titles or terms), annotations are trimmed in steps
+          (``_TRIM_LEVELS``) — never the centroids, weights, rings or counts.
+
+        ``docs/performance.md`` has the bytes.
+        """
+        for level in range(len(_TRIM_LEVELS)):
+            z = zlib.compress(pickle.dumps(self._body(level), protocol=5), 6)
+            if len(z) <= STATE_BUDGET_BYTES:
+                break
+        return {"v": 3, "z": z}
+
+    def _body(self, level: int) -> dict[str, Any]:
+        """The state to pickle; ``level`` > 0 (a profile over budget, e.g. very long titles)
+        keeps fewer terms per interest, fewer category counters and shorter exemplar titles."""
+        terms, categories, title_chars = _TRIM_LEVELS[level]
+        k = len(self._weights)
+        cents = self._centroids
+        body: dict[str, Any] = {
+            "cfg": (
+                self.max_interests,
+                self.half_life_days,
+                self.similarity_threshold,
+                self.recent_ids,
+                self.consumed_items,
+                self.max_terms,
+            ),
+            "centroids": None if cents is None or k == 0 else _quantize4(cents),
+            "weights": np.asarray(self._weights, dtype="<f4").tobytes(),
+            "touched": np.asarray(self._touched, dtype="<i8").tobytes(),
+            "counts": np.asarray(self._counts, dtype="<u4").tobytes(),
+            "exemplars": [
+                None if ex is None else (ex[0], ex[1][:title_chars], round(ex[2], 4))
+                for ex in self._exemplars
+            ],
+            "platforms": [_pack_table(t) for t in self._platforms],
+            "terms": [_pack_table(t, terms) for t in self._terms],
+            "recent": np.asarray(self._recent, dtype="<u4").tobytes(),
+            "consumed": np.asarray(list(self._consumed), dtype="<u4").tobytes(),
+            "merged": np.asarray(self._merged, dtype="<u4").tobytes(),
+            "counters": {
+                name: _pack_table(t, categories if name == "categories" else None)
+                for name, t in self.counters.items()
+            },
+            "counters_at": self._counters_at,
+            "events": self.events,
+            "updated_at": self.updated_at,
+        }
+        return body
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("v") == 3:
+            self._load_v3(pickle.loads(zlib.decompress(state["z"])))  # our own bytes
+            return
+        self._load_v2(state)
+
+    def _load_v3(self, b: dict[str, Any]) -> None:
+        (
+            self.max_interests,
+            self.half_life_days,
+            self.similarity_threshold,
+            self.recent_ids,
+            self.consumed_items,
+            self.max_terms,
+        ) = b["cfg"]
+        self._reset()
+        self._centroids = None if b["centroids"] is None else _dequantize4(b["centroids"])
+        self._weights = np.frombuffer(b["weights"], dtype="<f4").astype(float).tolist()
+        self._touched = np.frombuffer(b["touched"], dtype="<i8").tolist()
+        self._counts = np.frombuffer(b["counts"], dtype="<u4").tolist()
+        self._exemplars = [None if ex is None else tuple(ex) for ex in b["exemplars"]]
+        self._platforms = [_unpack_table(t) for t in b["platforms"]]
+        self._terms = [_unpack_table(t) for t in b["terms"]]
+        self._recent = np.frombuffer(b["recent"], dtype="<u4").tolist()
+        self._consumed = dict.fromkeys(np.frombuffer(b["consumed"], dtype="<u4").tolist())
+        self._merged = np.frombuffer(b["merged"], dtype="<u4").tolist()
+        self.counters = {name: _unpack_table(t) for name, t in b["counters"].items()}
+        self._counters_at = b["counters_at"]
+        self.events = b["events"]
+        self.updated_at = b["updated_at"]
+
+    def _load_v2(self, state: dict[str, Any]) -> None:
+        """Pickles written before the 4 KiB format (plain ``__dict__``, int8 or float16
+        centroids, 64-bit event hashes, consumed ids as strings)."""
         self.__dict__.update(state)
-        self.__dict__.setdefault("_merged", [])  # pickles from before merges were recorded
         self.last_change = 0.0
         c = state.get("_centroids")
         if isinstance(c, tuple):
             self._centroids = _dequantize(c)
-        elif c is not None:  # float16 pickles from before int8
+        elif c is not None:
             self._centroids = np.asarray(c, dtype=np.float32)
-        if isinstance(state["_recent"], bytes):
-            self._recent = np.frombuffer(state["_recent"], dtype="<u8").tolist()
-        if isinstance(state["_consumed"], str):
-            ids = state["_consumed"].split(_SEP) if state["_consumed"] else []
-            self._consumed = dict.fromkeys(ids)
+        recent = state["_recent"]
+        if isinstance(recent, bytes):
+            recent = np.frombuffer(recent, dtype="<u8").tolist()
+        self._recent = [int(h) & 0xFFFFFFFF for h in recent]
+        consumed = state["_consumed"]
+        if isinstance(consumed, str):
+            consumed = consumed.split(_SEP) if consumed else []
+        self._consumed = dict.fromkeys(item_hash(str(i)) for i in consumed)
+        self._merged = [event_hash(str(m)) for m in state.get("_merged", [])]
 
 
-_SEP = "\x1f"  # ASCII unit separator: joins consumed item ids in a pickle
+#: the pickled state's size budget; a profile over it is pickled with trimmed annotations
+STATE_BUDGET_BYTES = 4096
+#: exemplar titles are cut to this many characters in the pickled state (they are labels only)
+EXEMPLAR_TITLE_CHARS = 48
+#: (terms per interest, category counters, exemplar title chars) kept at each trim level; the
+#: labels use an interest's top 3 terms, so level 1 changes no label
+_TRIM_LEVELS: tuple[tuple[int | None, int | None, int], ...] = (
+    (None, None, EXEMPLAR_TITLE_CHARS),
+    (3, 8, 24),
+    (1, 4, 0),
+)
 
-
-def _quantize(m: np.ndarray) -> tuple[bytes, bytes, int]:
-    """Rows to symmetric int8 with a per-row float32 scale: ``(codes, scales, columns)``.
-
-    >>> m = np.array([[0.6, -0.8], [0.0, 0.0]], dtype=np.float32)
-    >>> [[round(float(v), 2) for v in row] for row in _dequantize(_quantize(m))]
-    [[0.6, -0.8], [0.0, 0.0]]
-    """
-    scale = np.abs(m).max(axis=1) / 127.0
-    scale[scale == 0] = 1.0
-    codes = np.clip(np.rint(m / scale[:, None]), -127, 127).astype(np.int8)
-    return codes.tobytes(), scale.astype("<f4").tobytes(), int(m.shape[1])
+_SEP = "\x1f"  # ASCII unit separator: joined consumed item ids in version-2 pickles
 
 
 def _dequantize(packed: tuple[bytes, bytes, int]) -> np.ndarray:
+    """int8 rows with a per-row scale, as version-2 pickles stored centroids."""
     codes, scales, cols = packed
     q = np.frombuffer(codes, dtype=np.int8).reshape(-1, cols).astype(np.float32)
     out: np.ndarray = q * np.frombuffer(scales, dtype="<f4")[:, None]
     return out
+
+
+def _quantize4(m: np.ndarray) -> tuple[bytes, bytes, int]:
+    """Rows to symmetric 4-bit codes (-7..7, two per byte) with a per-row float32 scale.
+
+    Max-abs scaling makes a round trip of unchanged rows exact, so re-pickling a recovered
+    profile adds no further error.
+
+    >>> m = np.array([[0.7, -0.2, 0.1], [0.0, 0.0, 0.0]], dtype=np.float32)
+    >>> [[round(float(v), 2) for v in row] for row in _dequantize4(_quantize4(m))]
+    [[0.7, -0.2, 0.1], [0.0, 0.0, 0.0]]
+    """
+    scale = np.abs(m).max(axis=1) / 7.0
+    scale[scale == 0] = 1.0
+    codes = (np.clip(np.rint(m / scale[:, None]), -7, 7).astype(np.int8) + 8).astype(np.uint8)
+    flat = codes.ravel()
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(8))
+    packed = (flat[0::2] << 4) | flat[1::2]
+    return packed.tobytes(), scale.astype("<f4").tobytes(), int(m.shape[1])
+
+
+def _dequantize4(packed: tuple[bytes, bytes, int]) -> np.ndarray:
+    data, scales, cols = packed
+    b = np.frombuffer(data, dtype=np.uint8)
+    flat = np.empty(b.size * 2, dtype=np.int8)
+    flat[0::2] = (b >> 4).astype(np.int8) - 8
+    flat[1::2] = (b & 0x0F).astype(np.int8) - 8
+    sc = np.frombuffer(scales, dtype="<f4")
+    out: np.ndarray = flat[: sc.size * cols].reshape(-1, cols).astype(np.float32) * sc[:, None]
+    return out
+
+
+def _pack_table(table: dict[str, float], keep: int | None = None) -> tuple[tuple[str, ...], bytes]:
+    """Keys and float32 values; ``keep`` keeps only the largest ``keep`` entries."""
+    if keep is not None and len(table) > keep:
+        table = dict(sorted(table.items(), key=lambda kv: -kv[1])[:keep])
+    return tuple(table), struct.pack(f"<{len(table)}f", *table.values())
+
+
+def _unpack_table(packed: tuple[tuple[str, ...], bytes]) -> dict[str, float]:
+    keys, values = packed
+    return dict(zip(keys, struct.unpack(f"<{len(keys)}f", values), strict=True))
 
 
 def _trim(table: dict[str, float], keep: int) -> None:
@@ -490,4 +640,11 @@ def _trim(table: dict[str, float], keep: int) -> None:
             del table[k]
 
 
-__all__ = ["Interest", "InterestProfile", "event_hash"]
+__all__ = [
+    "EXEMPLAR_TITLE_CHARS",
+    "STATE_BUDGET_BYTES",
+    "Interest",
+    "InterestProfile",
+    "event_hash",
+    "item_hash",
+]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .models import Item
-from .profile import Interest, InterestProfile
+from .profile import Interest, InterestProfile, item_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,7 @@ class ItemIndex:
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._items: list[Item] = []
         self._row: dict[str, int] = {}
+        self._row_by_hash: dict[int, int] = {}  # item_hash -> row (profiles keep hashes)
         # per platform: which rows may be shown there, kept current by upsert (building one from
         # the items took 3 ms per recommendation at 10,000 items)
         self._masks: dict[str, np.ndarray] = {}
@@ -91,6 +92,19 @@ class ItemIndex:
         found = (self._row.get(i) for i in item_ids)
         return np.array([r for r in found if r is not None], dtype=np.int64)
 
+    def rows_by_hash(self, hashes: Iterable[int]) -> np.ndarray:
+        """The rows of :func:`stream.profile.item_hash` values, in order (unknown left out; of
+        two ids with one hash, the first upserted)."""
+        found = (self._row_by_hash.get(h) for h in hashes)
+        return np.array([r for r in found if r is not None], dtype=np.int64)
+
+    def consumed_rows(
+        self, profile: InterestProfile | None, exclude: Iterable[str] = ()
+    ) -> np.ndarray:
+        """Rows not to recommend to ``profile``'s person: what they consumed, and ``exclude``."""
+        own = None if profile is None else self.rows_by_hash(profile.consumed_hashes())
+        return _rows_union(self.rows(exclude), own)
+
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self._row.get(item_id)
         return None if row is None else self._vectors[row]
@@ -105,6 +119,7 @@ class ItemIndex:
                 self._vectors = grown
             self._items.append(item)
             self._row[item.id] = row
+            self._row_by_hash.setdefault(item_hash(item.id), row)
         else:
             old = self._items[row]
             if old.platforms and item.platforms:  # platforms accumulate; empty means "everywhere"
@@ -165,7 +180,7 @@ class ItemIndex:
             sims += p[:, :n] if p.ndim == 2 else p[None, :n]
         if allowed is not None:
             sims[:, ~allowed] = -np.inf
-        dropped = self.rows((*profile.consumed, *exclude))
+        dropped = self.consumed_rows(profile, exclude)
         if dropped.size:
             sims[:, dropped] = -np.inf
         quotas = _quotas([i.weight for i in interests], k)
@@ -203,11 +218,13 @@ class ItemIndex:
         k: int,
         *,
         exclude: Iterable[str] = (),
+        exclude_rows: np.ndarray | None = None,
         platform: str | None = None,
         label: str = "popular",
     ) -> list[Scored]:
         """The ``k`` rows with the highest positive ``scores`` (one per row; ties: lower row),
-        as :class:`Scored` with reason ``label`` — recommendations without an interest."""
+        as :class:`Scored` with reason ``label`` — recommendations without an interest;
+        ``exclude`` (ids) and ``exclude_rows`` left out."""
         n = min(len(self._items), len(scores))
         s = np.array(scores[:n], dtype=np.float64)
         s[s <= 0] = -np.inf
@@ -223,7 +240,7 @@ class ItemIndex:
                 exemplar=None,
                 platforms=(),
             )
-            for r in top_k(s, self.rows(exclude), k)
+            for r in top_k(s, _rows_union(self.rows(exclude), exclude_rows), k)
         ]
 
     def _take(
@@ -272,7 +289,7 @@ class Signals:
     profile learns it:
 
     - **co-visitation**: each new item is counted together with the person's last ``window``
-      consumed items (:meth:`InterestProfile.recent_items`), in both directions, the one
+      consumed items (:meth:`InterestProfile.consumed_hashes`), in both directions, the one
       ``d`` steps back with weight ``window_decay ** (d - 1)``;
     - **popularity**: interactions per item, decayed with ``half_life_days`` in event time.
 
@@ -376,8 +393,8 @@ class Signals:
     def observation(self, profile: InterestProfile, item_id: str, ts: int) -> dict[str, Any]:
         """What :meth:`count` needs about one item event, taken from the person's profile before
         it learns the event — the record the stream shares between workers (``<p>.covisits``)."""
-        repeat = item_id in profile.consumed
-        recent = [] if repeat else profile.recent_items(self.window)
+        repeat = profile.has_consumed(item_id)
+        recent = [] if repeat else profile.consumed_hashes(self.window)
         return {"item": item_id, "ts": ts, "repeat": repeat, "recent": recent}
 
     def count(self, index: ItemIndex, obs: Mapping[str, Any]) -> bool:
@@ -401,7 +418,7 @@ class Signals:
             return True  # a repeat: popularity only
         self._count[row] += 1.0
         self._norm[row] = self._count[row] ** (1.0 - self.alpha)
-        recent = index.rows(obs.get("recent") or ())
+        recent = _recent_rows(index, obs.get("recent") or ())
         recent = recent[recent < self.max_items]
         if recent.size:
             w = self._steps[-recent.size :] if self.window_decay != 1.0 else 1.0
@@ -421,7 +438,7 @@ class Signals:
             out[:m] += (self.popularity / top) * pop
         if profile is None or not self.collaborative:
             return out
-        rows = index.rows(profile.recent_items(self.recent)[::-1])  # latest first
+        rows = index.rows_by_hash(profile.consumed_hashes(self.recent)[::-1])  # latest first
         rows = rows[rows < m]
         if rows.size == 0:
             return out
@@ -464,11 +481,21 @@ def recommend_blended(
         if scored:
             return scored
     return index.top_by_score(
-        prior,
-        k,
-        exclude=[*(profile.consumed if profile is not None else ()), *exclude],
-        platform=platform,
+        prior, k, exclude_rows=index.consumed_rows(profile, exclude), platform=platform
     )
+
+
+def _rows_union(a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    return a if b is None or not b.size else (np.concatenate([a, b]) if a.size else b)
+
+
+def _recent_rows(index: ItemIndex, recent: Iterable[Any]) -> np.ndarray:
+    """Rows of a co-visit record's ``recent`` items: item hashes (ints), or item ids (strings)
+    in records written before profiles kept hashes."""
+    seq = list(recent)
+    if seq and isinstance(seq[0], str):
+        return index.rows(seq)
+    return index.rows_by_hash(int(h) for h in seq)
 
 
 def _quotas(weights: list[float], k: int) -> list[int]:

@@ -52,7 +52,9 @@ def test_consumed_items_are_filtered() -> None:
     recs = index.recommend(profile, 10)
     assert len(recs) == 10
     ids = {r.item_id for r in recs}
-    assert not ids & profile.consumed
+    consumed = {f"i{axis}-{j}" for axis in (0, 1) for j in range(3)}  # what build() learned
+    assert all(profile.has_consumed(i) for i in consumed)
+    assert not ids & consumed
 
 
 def test_every_interest_gets_slots_in_proportion() -> None:
