@@ -485,14 +485,7 @@ class InterestProfile(base.Clusterer):
         k = len(self._weights)
         cents = self._centroids
         body: dict[str, Any] = {
-            "cfg": (
-                self.max_interests,
-                self.half_life_days,
-                self.similarity_threshold,
-                self.recent_ids,
-                self.consumed_items,
-                self.max_terms,
-            ),
+            "cfg": tuple(getattr(self, name) for name in _PARAMS),
             "centroids": None if cents is None or k == 0 else _quantize4(cents),
             "weights": np.asarray(self._weights, dtype="<f4").tobytes(),
             "touched": np.asarray(self._touched, dtype="<i8").tobytes(),
@@ -523,14 +516,8 @@ class InterestProfile(base.Clusterer):
         self._load_v2(state)
 
     def _load_v3(self, b: dict[str, Any]) -> None:
-        (
-            self.max_interests,
-            self.half_life_days,
-            self.similarity_threshold,
-            self.recent_ids,
-            self.consumed_items,
-            self.max_terms,
-        ) = b["cfg"]
+        for name, value in zip(_PARAMS, b["cfg"], strict=True):
+            setattr(self, name, value)
         self._reset()
         self._centroids = None if b["centroids"] is None else _dequantize4(b["centroids"])
         self._weights = np.frombuffer(b["weights"], dtype="<f4").astype(float).tolist()
@@ -568,6 +555,15 @@ class InterestProfile(base.Clusterer):
         self._merged = [event_hash(str(m)) for m in state.get("_merged", [])]
 
 
+#: the constructor's parameters, in the order the pickled state keeps them
+_PARAMS = (
+    "max_interests",
+    "half_life_days",
+    "similarity_threshold",
+    "recent_ids",
+    "consumed_items",
+    "max_terms",
+)
 #: the pickled state's size budget; a profile over it is pickled with trimmed annotations
 STATE_BUDGET_BYTES = 4096
 #: exemplar titles are cut to this many characters in the pickled state (they are labels only)
