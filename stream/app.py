@@ -14,7 +14,9 @@ Topology (``<p>`` is the topic prefix)::
 - ``profile`` takes events in batches (bounded size and wait), embeds all their texts in one
   encoder call off the event loop, learns each into the person's profile (a Faust table, changelog
   backed; a repeated event id is a no-op), and publishes recommendations at most once per
-  refresh interval per person.
+  refresh interval per person. It is pipelined: batch N+1 is encoded (on the encoder's own
+  thread) while batch N is learned and published on the event loop, so the encoder is not idle
+  while the loop works; a batch's offsets are acked only once it is applied.
 - The item index is replicated: every worker reads the whole items topic with its own
   group-less consumer and encodes each item once (the encoder cache makes repeats free).
 
@@ -30,6 +32,7 @@ import concurrent.futures
 import json
 import logging
 import pickle
+import sys
 import time
 import warnings
 from collections.abc import MutableMapping, Sequence
@@ -123,6 +126,17 @@ class ProfileTable(faust.Table):  # type: ignore[type-arg,misc]
         self.value_serializer = faust_compat.PROFILE_CODEC
 
 
+@dataclass
+class _Batch:
+    """One batch of the profile agent between its two stages (see ``create_app``)."""
+
+    events: Sequence[Any]  # faust Events, their acks held until the batch is applied
+    commands: list[dict[str, Any]]
+    parsed: list[Event | None]
+    slot: dict[int, int]  # command index -> row of its vector
+    vectors: asyncio.Future[Any] | None  # the batch's encoder call, running
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -159,6 +173,9 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
     # trust boundary is the broker's ACLs on <prefix>.persons and <app_id>-*-changelog.
     warnings.filterwarnings("ignore", message="The pickle codec calls pickle.loads")
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    # The encoder thread and the event loop share the GIL: at Python's default 5 ms switch
+    # interval the encoder waited for the loop after every onnxruntime call.
+    sys.setswitchinterval(settings.gil_switch_ms / 1000.0)
     app = faust.App(settings.app_id, **faust_options(settings, bootstrap))
     faust_compat.apply(app, fetch_max_wait_ms=settings.fetch_max_wait_ms)
     enc = encoder or Encoder.from_settings(settings)
@@ -306,39 +323,67 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
 
     @app.agent(persons_topic)
     async def profile(stream: faust.StreamT[Any]) -> None:
-        async for batch in cast(Any, stream).take_events(
-            settings.encoder_batch_size, within=settings.encoder_max_wait_ms / 1000.0
-        ):
-            commands = [e.value for e in batch]
-            parsed: list[Event | None] = [
-                Event.from_json(c["event"]) if c.get("kind") == "event" else None for c in commands
-            ]
-            keys: list[str] = []
-            texts: list[str] = []
-            slot: dict[int, int] = {}
-            for i, ev in enumerate(parsed):
-                if ev is None:
-                    continue
-                key = text_key(ev)
-                text = ev.embed_text()
-                if key is None or text is None:
-                    continue
-                prof = profiles.get(commands[i]["person"])
-                if prof is not None and prof.seen(ev.event_id):
-                    continue  # duplicate: skip the encoder too
-                slot[i] = len(keys)
-                keys.append(key)
-                texts.append(text)
-            vectors = await rt.embed(keys, texts) if keys else None
-            for i, cmd in enumerate(commands):
+        # Two stages: this loop takes a batch, holds its acks, and starts its encoder call;
+        # ``_apply_batches`` waits for the vectors, applies the batch in order and releases the
+        # acks. With one batch queued between them, the next batch is encoding while this one is
+        # applied, and an offset is committed only after its event is in the profile table.
+        queue: asyncio.Queue[_Batch] = asyncio.Queue(maxsize=1)
+        applier = asyncio.ensure_future(_apply_batches(queue))
+        try:
+            async for events in cast(Any, stream).take_events(
+                settings.encoder_batch_size, within=settings.encoder_max_wait_ms / 1000.0
+            ):
+                for e in events:
+                    e.message.incref()  # take_events acks on the next turn: hold the offsets
+                batch = _prepare(events)
+                put = asyncio.ensure_future(queue.put(batch))
+                await asyncio.wait({put, applier}, return_when=asyncio.FIRST_COMPLETED)
+                if applier.done():  # the applier died (the encoder failed): so does the agent
+                    put.cancel()
+                    applier.result()
+        finally:
+            applier.cancel()
+
+    def _prepare(events: Sequence[Any]) -> _Batch:
+        commands = [e.value for e in events]
+        parsed: list[Event | None] = [
+            Event.from_json(c["event"]) if c.get("kind") == "event" else None for c in commands
+        ]
+        keys: list[str] = []
+        texts: list[str] = []
+        slot: dict[int, int] = {}
+        for i, ev in enumerate(parsed):
+            if ev is None:
+                continue
+            key = text_key(ev)
+            text = ev.embed_text()
+            if key is None or text is None:
+                continue
+            prof = profiles.get(commands[i]["person"])
+            if prof is not None and prof.seen(ev.event_id):
+                continue  # duplicate: skip the encoder too
+            slot[i] = len(keys)
+            keys.append(key)
+            texts.append(text)
+        vectors = asyncio.ensure_future(rt.embed(keys, texts)) if keys else None
+        return _Batch(events, commands, parsed, slot, vectors)
+
+    async def _apply_batches(queue: asyncio.Queue[_Batch]) -> None:
+        while True:
+            batch = await queue.get()
+            vectors = await batch.vectors if batch.vectors is not None else None
+            for i, cmd in enumerate(batch.commands):
                 try:
                     await _apply(
                         cmd,
-                        parsed[i],
-                        vectors[slot[i]] if i in slot and vectors is not None else None,
+                        batch.parsed[i],
+                        vectors[batch.slot[i]] if i in batch.slot and vectors is not None else None,
                     )
                 except Exception:  # never die on one bad command
                     logger.exception("profile update failed for %s", cmd.get("person"))
+            for e in batch.events:
+                if e.ack():  # the last reference: the offset may be committed now
+                    app.sensors.on_message_out(e.message.tp, e.message.offset, e.message)
 
     async def _apply(cmd: dict[str, Any], ev: Event | None, vector: Any) -> None:
         kind, pid = cmd.get("kind"), cmd["person"]
