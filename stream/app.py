@@ -21,7 +21,9 @@ Topology (``<p>`` is the topic prefix)::
   group-less consumer and encodes each item once (the encoder cache makes repeats free).
 
 Correctness under at-least-once delivery comes from idempotent state updates, not transactions:
-the dedup ring lives inside each profile and is written in the same changelog record.
+the dedup ring lives inside each profile and is written in the same changelog record. A batch
+overtaken by a rebalance is neither applied further nor acked (:func:`batch_is_stale`): whoever
+owns its partitions after the rebalance replays it from the last commit.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class Counters:
     encoder_texts: int = 0
     encoder_seconds: float = 0.0
     covisits_applied: int = 0
+    left_to_redelivery: int = 0  # events of batches overtaken by a rebalance (not acked)
 
 
 @dataclass
@@ -135,6 +138,18 @@ class _Batch:
     parsed: list[Event | None]
     slot: dict[int, int]  # command index -> row of its vector
     vectors: asyncio.Future[Any] | None  # the batch's encoder call, running
+    generation: int  # the app's rebalance count when the batch was taken
+
+
+def batch_is_stale(app: Any, generation: int) -> bool:
+    """True once a rebalance has begun since a batch was taken.
+
+    Its partitions may now belong to another worker, which replays them from the last commit: a
+    late table write could land in the changelog after that worker recovered, and a late ack
+    could commit an offset for a partition this worker no longer owns. Neither is done; the batch
+    is left unacked, so Faust's seek to the committed offsets redelivers it to whoever owns it.
+    """
+    return bool(app.rebalancing) or int(app.rebalancing_count) != generation
 
 
 def _now_ms() -> int:
@@ -366,13 +381,15 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             keys.append(key)
             texts.append(text)
         vectors = asyncio.ensure_future(rt.embed(keys, texts)) if keys else None
-        return _Batch(events, commands, parsed, slot, vectors)
+        return _Batch(events, commands, parsed, slot, vectors, app.rebalancing_count)
 
     async def _apply_batches(queue: asyncio.Queue[_Batch]) -> None:
         while True:
             batch = await queue.get()
             vectors = await batch.vectors if batch.vectors is not None else None
             for i, cmd in enumerate(batch.commands):
+                if batch_is_stale(app, batch.generation):
+                    break
                 try:
                     await _apply(
                         cmd,
@@ -381,6 +398,15 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                     )
                 except Exception:  # never die on one bad command
                     logger.exception("profile update failed for %s", cmd.get("person"))
+            if batch_is_stale(app, batch.generation):
+                # applied or not, none is acked: redelivery finds the applied ones in the
+                # profiles' dedup rings
+                rt.counters.left_to_redelivery += len(batch.events)
+                logger.info(
+                    "rebalance: %d events taken before it are left for redelivery",
+                    len(batch.events),
+                )
+                continue
             for e in batch.events:
                 if e.ack():  # the last reference: the offset may be committed now
                     app.sensors.on_message_out(e.message.tp, e.message.offset, e.message)

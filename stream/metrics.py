@@ -412,6 +412,11 @@ class _Collector(Collector):
                 c.recommendations_out,
             ),
             ("crossprofile_duplicates", "Events skipped as already seen.", c.duplicates),
+            (
+                "crossprofile_left_to_redelivery",
+                "Events of batches overtaken by a rebalance, left unacked for redelivery.",
+                c.left_to_redelivery,
+            ),
             ("crossprofile_merges", "Person merges (two persons joined).", c.merges),
             ("crossprofile_erased", "Persons erased.", c.erased),
             ("crossprofile_encoder_texts", "Texts embedded by the encoder.", c.encoder_texts),

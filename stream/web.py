@@ -25,6 +25,7 @@ def stats(app: faust.App) -> dict[str, Any]:
         "events_in": c.events_in,
         "events_rejected": dict(c.events_rejected),
         "duplicates": c.duplicates,
+        "left_to_redelivery": c.left_to_redelivery,
         "recommendations_out": c.recommendations_out,
         "merges": c.merges,
         "erased": c.erased,
