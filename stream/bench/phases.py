@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from stream.settings import Settings
 
 SAMPLE_EVERY_S: Final = 0.25
+#: the watcher's pause between polls while a max-rate phase only counts learned events
+WATCHER_PACE_S: Final = 0.25
 
 
 def say(progress: bool, line: str) -> None:
@@ -65,6 +67,7 @@ def drain(rig: Rig, timeout_s: float) -> tuple[bool, float]:
 def max_rate_phase(rig: Rig, stream: EventStream, opts: Options) -> dict[str, Any]:
     """Keep a bounded backlog ahead of the worker; the learned rate over the window is the max."""
     produced0, learned0 = rig.produced, rig.watcher.learned
+    rig.watcher.pace_s = WATCHER_PACE_S  # counting only: no recommendation is timed here
     t0 = time.monotonic()
     start, end = t0 + opts.warmup_s, t0 + opts.warmup_s + opts.window_s
     rate: float | None = None
@@ -94,6 +97,7 @@ def max_rate_phase(rig: Rig, stream: EventStream, opts: Options) -> dict[str, An
     measured = sustained_rate(rig.samples, ws, we)
     produced_phase = rig.produced - produced0
     drained, drain_s = drain(rig, opts.drain_timeout_s)
+    rig.watcher.pace_s = 0.0
     return {
         "events_per_s": round(measured, 1) if measured is not None else None,
         "window_s": round(we - ws, 2),

@@ -135,6 +135,10 @@ class Watcher(threading.Thread):
         self.recommendations = 0
         self.received: dict[str, float] = {}
         self.deferred: set[str] = set()
+        #: seconds between polls; 0 = read as records arrive (to time recommendations). A caught-up
+        #: reader of a busy topic otherwise costs the embedded broker about one fetch per record
+        #: (~0.7 ms of its CPU each), taken from the pipeline it measures.
+        self.pace_s = 0.0
         self._halt = threading.Event()
 
     def _partitions(self, topic: str, timeout_s: float = 60.0) -> set[int]:
@@ -156,6 +160,8 @@ class Watcher(threading.Thread):
                     continue
                 for rec in records:
                     self._on_recommendation(rec.value, now)
+            if self.pace_s > 0:
+                self._halt.wait(self.pace_s)
 
     def _on_recommendation(self, value: bytes | None, now: float) -> None:
         if value is None:
