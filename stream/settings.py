@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         default=20, ge=1, le=1500, description="longest a fetch may wait for data (latency bound)"
     )
+    replica_poll_ms: int = Field(
+        default=200,
+        ge=0,
+        le=5000,
+        description="pause between reads of the items and covisits replicas (broker load vs how "
+        "soon another worker's new items and co-visits are seen)",
+    )  # a caught-up reader of a busy topic otherwise fetches about once per record, ~0.7 ms of
+    # the embedded broker's CPU each (docs/performance.md)
 
     # --- files -----------------------------------------------------------------------------
     data_dir: Path = Field(default=Path(".data"), description="caches: ONNX encoder, datasets")
