@@ -153,6 +153,14 @@ async def assignment_after_rebalance(app: Any, poll_s: float = 0.05) -> set[Any]
     return set(app.consumer.assignment())
 
 
+async def ownership(app: Any, generation: int, owned: set[Any] | None) -> set[Any] | None:
+    """None while no rebalance has overtaken a batch taken at ``generation``; after one, this
+    worker's partitions once it is over (``owned``, when already known)."""
+    if owned is None and batch_is_stale(app, generation):
+        return await assignment_after_rebalance(app)
+    return owned
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -393,10 +401,9 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             # elsewhere are neither applied nor acked: the new owner replays them from the last
             # commit, and a late write here could land in the changelog after its recovery, a
             # late ack commit an offset for a partition not ours (Faust's ack does not check).
-            owned: set[Any] | None = None
+            owned: set[Any] | None = None  # set once a rebalance has overtaken the batch
             for i, cmd in enumerate(batch.commands):
-                if owned is None and batch_is_stale(app, batch.generation):
-                    owned = await assignment_after_rebalance(app)
+                owned = await ownership(app, batch.generation, owned)
                 if owned is not None and batch.events[i].message.tp not in owned:
                     continue
                 try:
@@ -407,8 +414,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                     )
                 except Exception:  # never die on one bad command
                     logger.exception("profile update failed for %s", cmd.get("person"))
-            if owned is None and batch_is_stale(app, batch.generation):
-                owned = await assignment_after_rebalance(app)
+            owned = await ownership(app, batch.generation, owned)
             left = 0
             for e in batch.events:
                 if owned is not None and e.message.tp not in owned:

@@ -126,7 +126,6 @@ class Watcher(threading.Thread):
 
     def __init__(self, bootstrap: str, changelog: str, recommendations: str) -> None:
         super().__init__(daemon=True, name="bench-watcher")
-        self.changelog = changelog
         self.counter = self._reader(bootstrap, changelog)
         self.recs = self._reader(bootstrap, recommendations)
         self.learned = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,19 +219,26 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None
 
 
 def _settle(
-    worker: Worker, pids: dict[str, str], expect: dict[str, int], timeout: float = 60
+    workers: Worker | Sequence[Worker],
+    pids: dict[str, str],
+    expect: dict[str, int],
+    timeout: float = 60,
 ) -> None:
+    """Wait until every person's profile counts the expected events; with several workers, a
+    person is looked up on each (it lives on the one that owns its partition)."""
     import time
 
+    group = [workers] if isinstance(workers, Worker) else list(workers)
     deadline = time.monotonic() + timeout
     while True:
         got = {
-            u: (worker.get(f"/persons/{p}/profile") or {}).get("events") for u, p in pids.items()
+            u: max((w.get(f"/persons/{p}/profile") or {}).get("events", 0) for w in group)
+            for u, p in pids.items()
         }
         if got == expect:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"profiles {got} != expected {expect}\n{worker.log_tail()}")
+            raise AssertionError(f"profiles {got} != expected {expect}\n{group[-1].log_tail()}")
         time.sleep(0.5)
 
 
@@ -303,16 +310,7 @@ def test_a_rebalance_under_load_loses_nothing_and_double_counts_nothing(
     sender.join(timeout=120)
     assert not sender.is_alive()
     expect = {u: rounds for u in users}
-    deadline = time.monotonic() + 120
-    while True:  # each person lives on one of the two workers
-        got = {
-            u: max((w.get(f"/persons/{p}/profile") or {}).get("events", 0) for w in (w0, w1))
-            for u, p in pids.items()
-        }
-        if got == expect:
-            break
-        assert time.monotonic() < deadline, f"profiles {got} != {expect}\n{w1.log_tail()}"
-        time.sleep(0.5)
+    _settle([w0, w1], pids, expect, timeout=120)
     w0.stop()
     w1.stop()
     w2 = stack.worker()  # recovers everything from the changelog
