@@ -23,6 +23,9 @@ Configs:
   N) over the exported fused fp32 graph and its dynamic int8 quantisation.
 * ``onnx fp32-plain bN`` — the plain dynamo export (no fused ops), exported for the run into a
   temporary folder: the "before" of the fused graph.
+* On a GPU (``--provider cuda``): PyTorch runs on CUDA and gains ``torch fp16 sorted bN`` (the
+  strong GPU baseline), and the ONNX variants are fp32 and ``onnx fp16 bN`` (int8 is the CPU
+  variant).
 
 Parity is the cosine of each embedding with the reference (min, 1st percentile, mean) and, as the
 quality effect that matters to recommendations, ``knn_overlap_at_10``: the mean share of each
@@ -110,27 +113,39 @@ class Config:
 class TorchEncoder:
     """Hugging Face ``AutoModel`` + mean pooling + L2 normalisation, the seed's way and batched."""
 
-    def __init__(self, source: Path, *, max_tokens: int = MAX_TOKENS) -> None:
+    def __init__(
+        self,
+        source: Path,
+        *,
+        max_tokens: int = MAX_TOKENS,
+        device: str = "cpu",
+        half: bool = False,
+    ) -> None:
         import torch
         import transformers
         from transformers import AutoModel, AutoTokenizer
 
         self.torch = torch
         self.max_tokens = max_tokens
+        self.device = torch.device(device)
         hf_logging: Any = transformers.utils.logging
         hf_logging.disable_progress_bar()
         self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        self.model = AutoModel.from_pretrained(source, local_files_only=True).eval()
+        model = AutoModel.from_pretrained(source, local_files_only=True).eval()
+        self.model = model.to(self.device, dtype=torch.float16 if half else torch.float32)
         self.model_class = type(self.model).__name__
         self.attention = str(getattr(self.model.config, "_attn_implementation", "?"))
 
     def _pool(self, input_ids: Any, mask: Any) -> Embeddings:
+        """Mean pooling + L2 normalisation; copying the result to the host waits for the GPU."""
         torch = self.torch
-        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        input_ids = input_ids.to(self.device, non_blocking=True)
+        mask = mask.to(self.device, non_blocking=True)
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
         m = mask.unsqueeze(-1).to(hidden.dtype)
         mean = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
         out = torch.nn.functional.normalize(mean, p=2.0, dim=1)
-        return np.asarray(out.numpy(), dtype=np.float32)
+        return np.asarray(out.cpu().numpy(), dtype=np.float32)
 
     def encode_seed(self, texts: Sequence[str]) -> Embeddings:
         """One text at a time, padded to 512 tokens (the seed method)."""
@@ -243,6 +258,7 @@ class Options:
     plain_baseline: bool
     provider: str
     quick: bool
+    torch_device: str = "cpu"
 
 
 @contextlib.contextmanager
@@ -302,10 +318,17 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
     lengths = np.asarray(fp32.token_lengths(texts))
     seed_texts = texts[: max(1, min(opts.seed_texts, len(texts)))]
 
+    import torch
+
+    notes: list[str] = []
+    gpu = opts.torch_device == "cuda"
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit("--torch-device cuda: PyTorch sees no CUDA device here")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch_enc = TorchEncoder(source)
-    import torch
+        torch_enc = TorchEncoder(source, device=opts.torch_device)
+        # On a GPU the strong PyTorch baseline is fp16 (the issue's H100 reference figure).
+        torch_half = TorchEncoder(source, device="cuda", half=True) if gpu else None
 
     configs: list[Config] = [
         Config(
@@ -318,8 +341,10 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
         ),
     ]  # fmt: skip
 
-    def torch_encode(bs: int, sort: bool) -> Callable[[Sequence[str]], Embeddings]:
-        return lambda ts: torch_enc.encode_batched(ts, bs, sort=sort)
+    def torch_encode(
+        enc: TorchEncoder, bs: int, sort: bool
+    ) -> Callable[[Sequence[str]], Embeddings]:
+        return lambda ts: enc.encode_batched(ts, bs, sort=sort)
 
     for sort in (False, True):
         for bs in opts.torch_batches:
@@ -327,13 +352,32 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
             configs.append(
                 Config(
                     f"torch {label} b{bs}", "torch", "torch-batched", "fp32", bs, sort,
-                    "dynamic", len(texts), torch_encode(bs, sort),
+                    "dynamic", len(texts), torch_encode(torch_enc, bs, sort),
+                )
+            )  # fmt: skip
+    if torch_half is not None:
+        for bs in opts.torch_batches:
+            configs.append(
+                Config(
+                    f"torch fp16 sorted b{bs}", "torch", "torch-batched", "fp16", bs, True,
+                    "dynamic", len(texts), torch_encode(torch_half, bs, True),
                 )
             )  # fmt: skip
 
     sessions: dict[str, Encoder] = {"fp32": fp32}
-    notes: list[str] = []
-    if (encoder_dir / VARIANT_FILES["int8"]).exists():
+    cuda_ort = fp32.provider.startswith("CUDA")
+    if opts.provider == "cuda" and not cuda_ort:
+        notes.append(f"--provider cuda asked, but onnxruntime runs on {fp32.provider}")
+    if cuda_ort:
+        # Dynamic int8 (MatMulInteger) is a CPU variant; on a GPU the variant is fp16.
+        if (encoder_dir / VARIANT_FILES["fp16"]).exists():
+            sessions["fp16"] = onnx("fp16", encoder_dir)
+        else:
+            notes.append(
+                "no fp16 model in the encoder folder (crossprofile export-encoder "
+                "--variants fp32,int8,fp16 --force): fp16 not measured"
+            )
+    elif (encoder_dir / VARIANT_FILES["int8"]).exists():
         sessions["int8"] = onnx("int8", encoder_dir)
     else:
         notes.append("no int8 model in the encoder folder: int8 not measured")
@@ -423,6 +467,8 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "torch_device": opts.torch_device,
+        "gpu": torch.cuda.get_device_name(0) if gpu else None,
         "onnxruntime": _ort_version(),
         "onnxruntime_threads": settings.encoder_threads or "default",
         "provider": fp32.provider,
@@ -653,6 +699,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnxruntime provider (default cpu: PyTorch runs on the CPU too)",
     )
     parser.add_argument(
+        "--torch-device",
+        choices=("cpu", "cuda"),
+        help="where the PyTorch configs run (default: cuda with --provider cuda, else cpu); "
+        "on cuda an fp16 PyTorch baseline is added",
+    )
+    parser.add_argument(
         "--plot", type=Path, metavar="PNG", help="also draw sentences/s against batch size"
     )
     parser.add_argument(
@@ -680,6 +732,7 @@ def options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Option
         plain_baseline=not (args.no_plain_baseline or quick),
         provider=args.provider,
         quick=quick,
+        torch_device=args.torch_device or ("cuda" if args.provider == "cuda" else "cpu"),
     )
 
 

@@ -4,8 +4,9 @@ matplotlib is not a dependency of crossprofile, and one line chart does not just
 this module draws on a numpy canvas (lines, markers, a 5×7 bitmap font for the labels) and writes
 the PNG with ``zlib`` — about 200 lines, no new package.
 
-Series: PyTorch unsorted and length-sorted (``torch b1`` is their batch-1 point), the ONNX
-variants, and the seed method as a dashed horizontal line. The x axis is log2(batch size).
+Series: PyTorch unsorted and length-sorted (``torch b1`` is their batch-1 point; on a GPU also
+PyTorch fp16), the ONNX variants, and the seed method as a dashed horizontal line. The x axis is
+log2(batch size).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ SCALE: Final = 2  # font pixels per bitmap pixel
 COLOURS: Final[dict[str, RGB]] = {
     "torch unsorted": (150, 150, 150),
     "torch sorted": (230, 120, 20),
+    "torch fp16 sorted": (240, 190, 30),
     "onnx fp32": (30, 100, 200),
     "onnx int8": (40, 160, 60),
+    "onnx fp16": (20, 20, 20),
     "onnx fp32-plain": (140, 80, 180),
     "seed": (200, 30, 30),
 }
@@ -140,6 +143,8 @@ def _series(report: dict[str, Any]) -> tuple[dict[str, list[tuple[int, float]]],
             single = rate
         elif r["method"] == "torch-batched":
             key = "torch sorted" if r["sorted"] else "torch unsorted"
+            if r["variant"] != "fp32":
+                key = f"torch {r['variant']} {key.split()[1]}"
             series.setdefault(key, []).append((int(r["batch_size"]), rate))
         elif r["engine"] == "onnxruntime":
             series.setdefault(f"onnx {r['variant']}", []).append((int(r["batch_size"]), rate))
@@ -170,8 +175,9 @@ def render(report: dict[str, Any]) -> Canvas:
     def py(rate: float) -> float:
         return bottom - rate / ymax * (bottom - top)
 
-    cpu = report.get("machine", {}).get("cpu", {})
-    title = f"encoder sentences/s vs batch size - {cpu.get('model', '?')}"
+    machine = report.get("machine", {})
+    where = machine.get("gpu") or machine.get("cpu", {}).get("model", "?")
+    title = f"encoder sentences/s vs batch size - {where}"
     draw_text(img, left, 18, title[:78])
     grid = (225, 225, 225)
     tick = 0.0

@@ -144,3 +144,44 @@ def test_bench_cli_rejects_unknown_benchmarks(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         bench_cli.main(["frobnicate"])
     assert "usage: crossprofile bench" in capsys.readouterr().err
+
+
+def test_torch_device_follows_the_provider_unless_named() -> None:
+    from stream.bench.encoder_bench import build_parser, options
+
+    parser = build_parser()
+
+    def device(*argv: str) -> str:
+        return options(parser.parse_args(list(argv)), parser).torch_device
+
+    assert device() == "cpu"
+    assert device("--provider", "cuda") == "cuda"
+    assert device("--provider", "cuda", "--torch-device", "cpu") == "cpu"
+    assert device("--torch-device", "cuda") == "cuda"
+
+
+def test_plot_keeps_fp16_pytorch_apart_and_names_the_gpu() -> None:
+    from stream.bench.plot import _series, render
+
+    def row(method: str, variant: str, bs: int, rate: float, *, engine: str = "torch") -> dict:
+        return {
+            "method": method, "engine": engine, "variant": variant, "batch_size": bs,
+            "sorted": True, "sentences_per_s_median": rate,
+        }  # fmt: skip
+
+    report = {
+        "machine": {"gpu": "NVIDIA H100 80GB HBM3", "cpu": {"model": "Xeon"}},
+        "results": [
+            row("seed", "fp32", 1, 180.0),
+            row("torch-single", "fp32", 1, 250.0),
+            row("torch-batched", "fp32", 512, 18000.0),
+            row("torch-batched", "fp16", 512, 22000.0),
+            row("onnx", "fp16", 512, 45000.0, engine="onnxruntime"),
+        ],
+    }
+    series, seed = _series(report)
+    assert seed == 180.0
+    assert series["torch sorted"] == [(1, 250.0), (512, 18000.0)]
+    assert series["torch fp16 sorted"] == [(512, 22000.0)]
+    assert series["onnx fp16"] == [(512, 45000.0)]
+    assert render(report).shape[2] == 3
