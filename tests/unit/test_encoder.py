@@ -177,3 +177,29 @@ def test_corrupt_model_raises_encoder_error(encoder_dir: Path, tmp_path: Path) -
     (tmp_path / "tokenizer.json").symlink_to(encoder_dir / "tokenizer.json")
     with pytest.raises(EncoderError, match="cannot load ONNX model"):
         Encoder(tmp_path)
+
+
+def test_cuda_sessions_leave_out_cudnn_flash_attention(
+    encoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an H100 cuDNN's flash attention built a graph per new batch shape (63 ms each); the
+    CUDA provider is asked for every other attention kernel. No GPU here: capture the request."""
+    import onnxruntime as ort
+
+    import stream.encoder as enc
+
+    asked: list[object] = []
+    real = ort.InferenceSession
+
+    def session(path: str, options: object, providers: list[object]) -> object:
+        asked.append(providers)
+        return real(path, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [enc._CUDA, enc._CPU])
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    Encoder(encoder_dir, provider="cuda", cache_size=0)
+    (cuda, options), cpu = asked[0]  # type: ignore[misc]
+    assert (cuda, cpu) == (enc._CUDA, enc._CPU)
+    kernels = int(options["sdpa_kernel"])
+    assert not kernels & enc._SDPA_CUDNN_FLASH
+    assert kernels & enc._SDPA_FLASH and kernels & enc._SDPA_EFFICIENT and kernels & enc._SDPA_MATH
