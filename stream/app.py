@@ -252,60 +252,74 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
     )
     profiles = cast(MutableMapping[str, InterestProfile | None], profiles_table)
 
+    # ``ingest`` and ``identity`` ack an event only once its output is sent (``noack`` + ack at
+    # the end of the body). Faust's automatic ack runs in the stream's ``finally``, so an agent
+    # cancelled mid-event (a worker stopping) acked the event it had not finished, and the final
+    # commit could cover it: measured, one event lost in a run where a worker left.
     @app.agent(events_topic)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            raw = event.value if isinstance(event.value, bytes) else str(event.value).encode()
-            rt.counters.events_in += 1
-            try:
-                result = parse_event(raw, max_chars=settings.text_max_chars)
-            except Exception as exc:  # the agent never dies on input
-                logger.exception("ingest crashed on input; sending it to the DLQ")
-                result = Rejection("invalid_field", f"internal error: {exc!r}")
-            if isinstance(result, Rejection):
-                rt.counters.events_rejected[result.reason] = (
-                    rt.counters.events_rejected.get(result.reason, 0) + 1
-                )
-                logger.info("rejected %s: %s", result.reason, result.detail)
-                await dlq_topic.send(
-                    key=event.key,
-                    value=dlq_record(result.reason, result.detail, event.message, raw),
-                )
-                continue
-            if rt.metrics is not None:
-                rt.metrics.event_received(result.event_id)
-            await resolve_topic.send(key=None, value=result.to_json())
+        manual = cast(Any, stream).noack()
+        async for event in manual.events():
+            await _ingest_one(event)
+            await manual.ack(event)
+
+    async def _ingest_one(event: Any) -> None:
+        raw = event.value if isinstance(event.value, bytes) else str(event.value).encode()
+        rt.counters.events_in += 1
+        try:
+            result = parse_event(raw, max_chars=settings.text_max_chars)
+        except Exception as exc:  # the agent never dies on input
+            logger.exception("ingest crashed on input; sending it to the DLQ")
+            result = Rejection("invalid_field", f"internal error: {exc!r}")
+        if isinstance(result, Rejection):
+            rt.counters.events_rejected[result.reason] = (
+                rt.counters.events_rejected.get(result.reason, 0) + 1
+            )
+            logger.info("rejected %s: %s", result.reason, result.detail)
+            await dlq_topic.send(
+                key=event.key,
+                value=dlq_record(result.reason, result.detail, event.message, raw),
+            )
+            return
+        if rt.metrics is not None:
+            rt.metrics.event_received(result.event_id)
+        await resolve_topic.send(key=None, value=result.to_json())
 
     @app.agent(resolve_topic)
     async def identity(stream: faust.StreamT[Any]) -> None:
         graph = IdentityGraph(identity_table, salt=settings.person_salt.get_secret_value())
-        async for value in stream:
-            ev = Event.from_json(value)
-            if ev.type == "erase":
-                erased = graph.erase(ev.platform, ev.user_id)
-                if erased is not None:
-                    pid, _accounts = erased
-                    await persons_topic.send(key=pid, value={"kind": "erase", "person": pid})
-                continue
-            res = graph.resolve(ev)
-            for merge in res.merges:
-                rt.counters.merges += 1
-                logger.info("merged person %s into %s", merge.absorbed, merge.survivor)
-                await persons_topic.send(
-                    key=merge.absorbed,
-                    value={"kind": "merge_out", "person": merge.absorbed, "into": merge.survivor},
-                )
-            if ev.type in ("link", "identify"):
-                continue
+        manual = cast(Any, stream).noack()
+        async for event in manual.events():
+            await _identify_one(graph, event.value)
+            await manual.ack(event)
+
+    async def _identify_one(graph: IdentityGraph, value: Any) -> None:
+        ev = Event.from_json(value)
+        if ev.type == "erase":
+            erased = graph.erase(ev.platform, ev.user_id)
+            if erased is not None:
+                pid, _accounts = erased
+                await persons_topic.send(key=pid, value={"kind": "erase", "person": pid})
+            return
+        res = graph.resolve(ev)
+        for merge in res.merges:
+            rt.counters.merges += 1
+            logger.info("merged person %s into %s", merge.absorbed, merge.survivor)
             await persons_topic.send(
-                key=res.person_id,
-                value={
-                    "kind": "event",
-                    "person": res.person_id,
-                    "accounts": list(res.accounts),
-                    "event": value,
-                },
+                key=merge.absorbed,
+                value={"kind": "merge_out", "person": merge.absorbed, "into": merge.survivor},
             )
+        if ev.type in ("link", "identify"):
+            return
+        await persons_topic.send(
+            key=res.person_id,
+            value={
+                "kind": "event",
+                "person": res.person_id,
+                "accounts": list(res.accounts),
+                "event": value,
+            },
+        )
 
     async def _publish_recs(
         pid: str, ev: Event, prof: InterestProfile, accounts: list[str], *, deferred: bool = False

@@ -32,6 +32,7 @@ callers and the tests).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -41,6 +42,8 @@ import aiokafka
 from aiokafka.structs import TopicPartition
 from faust.serializers import codecs as faust_codecs
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from stream import offset_gaps
 
 if TYPE_CHECKING:
     import faust
@@ -182,12 +185,98 @@ class TrueEndConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class TrueEndConsumer(faust_aiokafka.Consumer):
-    """Faust aiokafka consumer that runs :class:`TrueEndConsumerThread`."""
+    """Faust aiokafka consumer that runs :class:`TrueEndConsumerThread` and never commits past
+    a hole in a partition's acknowledged offsets (:mod:`stream.offset_gaps`): it fetches the hole
+    again instead."""
 
     _thread: TrueEndConsumerThread
+    #: seconds a hole may last before the partition is sought back to its committed offset
+    heal_after_s: float = offset_gaps.HEAL_AFTER_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._holes: dict[Any, offset_gaps.Hole] = {}
+        self._refetches: set[asyncio.Future[None]] = set()
+        #: holes fetched again (``/stats`` and ``crossprofile_offset_holes_refetched_total``)
+        self.holes_refetched = 0
+        #: acks of messages fetched before a rebalance, not recorded (see :meth:`ack`)
+        self.stale_acks_ignored = 0
 
     def _new_consumer_thread(self) -> TrueEndConsumerThread:
         return TrueEndConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def ack(self, message: Any) -> bool:
+        """Faust's ack, except for a message fetched under an older consumer generation.
+
+        Faust's streams *ack* a message they skip because it was fetched before a rebalance,
+        counting on the seek back to the committed offset to deliver it again; when that seek
+        had already happened, the skipped offset was committed and the event never processed.
+        Such an ack is not recorded here: the offset stays a hole, which the rebalance's refetch
+        fills, or else :meth:`_new_offset` fetches it again. A message of an older generation
+        that *was* processed is delivered again too, and the per-event dedup absorbs it.
+        """
+        generation = getattr(message, "generation_id", None)
+        if generation is not None and generation != self.app.consumer_generation_id:
+            if not message.acked:
+                message.acked = True
+                self._unacked_messages.discard(message)
+                self.stale_acks_ignored += 1
+            return False
+        acked: bool = super().ack(message)
+        return acked
+
+    def _new_offset(self, tp: Any) -> int | None:
+        holes = self._holes
+        hole = offset_gaps.head_hole(self._committed_offset.get(tp), self._acked.get(tp) or ())
+        covered = in_flight = False
+        if hole is not None:
+            start, end = hole
+            gaps = self._gap[tp]
+            covered = all(gaps.overlaps_point(o) for o in range(start, min(end, start + 1000)))
+            in_flight = any(
+                m.tp == tp and start <= m.offset < end and not m.acked
+                for m in list(self._unacked_messages)
+            )
+        decision, remembered = offset_gaps.decide(
+            hole,
+            holes.get(tp),
+            in_flight=in_flight,
+            covered_by_gap=covered,
+            now=time.monotonic(),
+            heal_after_s=self.heal_after_s,
+        )
+        if remembered is None:
+            holes.pop(tp, None)
+        else:
+            holes[tp] = remembered
+        if decision == "commit":
+            offset: int | None = super()._new_offset(tp)
+            return offset
+        assert hole is not None
+        if decision == "refetch":
+            self.holes_refetched += 1
+            log.warning(
+                "offsets %d..%d of %s:%d were dropped without an ack (a rebalance); "
+                "fetching them again from the committed offset",
+                hole[0],
+                hole[1] - 1,
+                tp.topic,
+                tp.partition,
+            )
+            task = asyncio.ensure_future(self.seek(tp, hole[0]))
+            self._refetches.add(task)
+            task.add_done_callback(self._refetches.discard)
+        elif decision == "accept":
+            log.warning(
+                "offsets %d..%d of %s:%d are still missing after a refetch: a real gap "
+                "(transaction marker or compaction); committing past it",
+                hole[0],
+                hole[1] - 1,
+                tp.topic,
+                tp.partition,
+            )
+            self._gap[tp].addi(hole[0], hole[1])
+        return None
 
 
 def is_applied(app: faust.App) -> bool:

@@ -417,6 +417,11 @@ class _Collector(Collector):
                 "Events of batches overtaken by a rebalance, left unacked for redelivery.",
                 c.left_to_redelivery,
             ),
+            (
+                "crossprofile_offset_holes_refetched",
+                "Offsets a rebalance dropped unacked, fetched again instead of committed past.",
+                getattr(getattr(app, "_consumer", None), "holes_refetched", 0),
+            ),
             ("crossprofile_merges", "Person merges (two persons joined).", c.merges),
             ("crossprofile_erased", "Persons erased.", c.erased),
             ("crossprofile_encoder_texts", "Texts embedded by the encoder.", c.encoder_texts),

@@ -26,6 +26,8 @@ def stats(app: faust.App) -> dict[str, Any]:
         "events_rejected": dict(c.events_rejected),
         "duplicates": c.duplicates,
         "left_to_redelivery": c.left_to_redelivery,
+        "offset_holes_refetched": getattr(getattr(app, "_consumer", None), "holes_refetched", 0),
+        "stale_acks_ignored": getattr(getattr(app, "_consumer", None), "stale_acks_ignored", 0),
         "recommendations_out": c.recommendations_out,
         "merges": c.merges,
         "erased": c.erased,

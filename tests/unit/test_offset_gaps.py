@@ -1,0 +1,132 @@
+"""Never commit past a hole in the acknowledged offsets: the rule, and the consumer applying it.
+
+The integration test ``test_a_worker_leaving_under_load_loses_nothing`` shows the holes are real
+(a worker leaving a group under load); here each step of the rule, and that the Faust consumer
+of ``stream.faust_compat`` follows it when it picks the offset to commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from stream.faust_compat import TrueEndConsumer
+from stream.offset_gaps import Hole, decide, head_hole
+
+
+def test_head_hole_only_between_the_commit_and_the_first_ack() -> None:
+    assert head_hole(100, [100, 101, 105]) is None  # a later hole: Faust commits up to it
+    assert head_hole(100, [101, 102]) == (100, 101)  # one offset: Faust would commit past it
+    assert head_hole(100, [103]) == (100, 103)  # several: Faust would stall for good
+    assert head_hole(0, [1]) == (0, 1)  # offset 0 is a committed offset like any other
+    assert head_hole(None, [7]) is None  # no commit yet: nothing to compare with
+
+
+def test_a_hole_is_waited_on_then_refetched_once_then_accepted() -> None:
+    hole = (10, 12)
+    kw: dict[str, Any] = {"in_flight": False, "covered_by_gap": False, "heal_after_s": 5.0}
+    action, known = decide(hole, None, now=100.0, **kw)
+    assert action == "wait" and known == Hole(10, 100.0)
+    assert decide(hole, known, now=104.9, **kw)[0] == "wait"
+    action, known = decide(hole, known, now=105.0, **kw)
+    assert action == "refetch" and known is not None and known.refetched
+    assert decide(hole, known, now=109.0, **kw)[0] == "wait"  # the refetch gets its time
+    assert decide(hole, known, now=110.0, **kw) == ("accept", None)
+
+
+def test_in_flight_and_known_gaps_and_a_moved_commit() -> None:
+    old = Hole(10, 0.0)
+    assert decide((10, 12), old, in_flight=True, covered_by_gap=False, now=60.0) == ("wait", old)
+    assert decide((10, 12), old, in_flight=False, covered_by_gap=True, now=60.0) == (
+        "commit",
+        None,
+    )
+    # the commit moved on (the hole closed and another opened): the clock starts again
+    action, known = decide((20, 22), old, in_flight=False, covered_by_gap=False, now=60.0)
+    assert action == "wait" and known == Hole(20, 60.0)
+    assert decide(None, old, in_flight=False, covered_by_gap=False, now=60.0) == ("commit", None)
+
+
+class _Message:
+    def __init__(self, tp: TP, offset: int) -> None:
+        self.tp, self.offset, self.acked = tp, offset, False
+
+
+def _consumer() -> tuple[Any, list[tuple[TP, int]]]:
+    """A TrueEndConsumer without a broker: only the offset bookkeeping ``_new_offset`` reads
+    (Faust's own), and ``seek`` captured."""
+    consumer: Any = TrueEndConsumer.__new__(TrueEndConsumer)
+    consumer._holes, consumer._refetches, consumer.holes_refetched = {}, set(), 0
+    consumer._committed_offset, consumer._acked, consumer._acked_index = {}, {}, {}
+    consumer._gap, consumer._unacked_messages = {}, set()
+    sought: list[tuple[TP, int]] = []
+
+    async def seek(tp: TP, offset: int) -> None:
+        sought.append((tp, offset))
+
+    consumer.seek = seek
+    consumer.heal_after_s = 5.0
+    return consumer, sought
+
+
+def test_the_consumer_holds_the_commit_and_seeks_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    tp = TP("t.events", 0)
+    clock = [1000.0]
+    monkeypatch.setattr("stream.faust_compat.time.monotonic", lambda: clock[0])
+    consumer, sought = _consumer()
+    consumer._committed_offset[tp] = 214
+    consumer._acked[tp] = [216, 217, 218]  # 214 and 215 dropped by a rebalance
+    consumer._acked_index[tp] = {216, 217, 218}
+    consumer._gap[tp] = IntervalTree()
+
+    async def run() -> None:
+        assert consumer._new_offset(tp) is None  # Faust would stall here; we wait
+        clock[0] += 2.0
+        inflight = _Message(tp, 214)
+        consumer._unacked_messages.add(inflight)  # being processed: not a hole to heal
+        clock[0] += 10.0
+        assert consumer._new_offset(tp) is None and not sought
+        consumer._unacked_messages.clear()
+        assert consumer._new_offset(tp) is None
+        await asyncio.sleep(0)
+        assert sought == [(tp, 214)] and consumer.holes_refetched == 1
+        # the refetch delivers them: the commit goes on over the whole run
+        consumer._acked[tp] = [214, 215, 216, 217, 218]
+        consumer._acked_index[tp] = {214, 215, 216, 217, 218}
+        assert consumer._new_offset(tp) == 219
+        assert tp not in consumer._holes
+
+    asyncio.run(run())
+
+
+def test_a_single_dropped_offset_is_not_committed_past() -> None:
+    """Faust's own rule commits 51 here (it tolerates a difference of one): event 50 lost."""
+    tp = TP("t.events", 1)
+    consumer, _sought = _consumer()
+    consumer._committed_offset[tp] = 50
+    consumer._acked[tp] = [51]
+    consumer._acked_index[tp] = {51}
+    consumer._gap[tp] = IntervalTree()
+    assert consumer._new_offset(tp) is None
+    consumer._gap[tp].addi(50, 51)  # a gap Faust knows (e.g. a transaction marker): commit
+    assert consumer._new_offset(tp) == 52
+
+
+def test_an_ack_from_before_a_rebalance_is_not_recorded() -> None:
+    """Faust's streams ack messages they skip after a rebalance; such an ack leaves a hole."""
+    from types import SimpleNamespace
+
+    consumer, _sought = _consumer()
+    consumer.app = SimpleNamespace(consumer_generation_id=7)
+    consumer.stale_acks_ignored = 0
+    tp = TP("t.events", 0)
+    stale: Any = _Message(tp, 214)
+    stale.generation_id = 6
+    consumer._unacked_messages.add(stale)
+    assert consumer.ack(stale) is False
+    assert stale.acked and stale not in consumer._unacked_messages
+    assert consumer.stale_acks_ignored == 1 and not consumer._acked.get(tp)
