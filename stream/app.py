@@ -254,8 +254,8 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
 
     # ``ingest`` and ``identity`` ack an event only once its output is sent (``noack`` + ack at
     # the end of the body). Faust's automatic ack runs in the stream's ``finally``, so an agent
-    # cancelled mid-event (a worker stopping) acked the event it had not finished, and the final
-    # commit could cover it: measured, one event lost in a run where a worker left.
+    # cancelled mid-event (a worker stopping) could ack an event it had not finished, and the
+    # final commit cover it (docs/broker.md gap 11).
     @app.agent(events_topic)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         manual = cast(Any, stream).noack()
