@@ -37,7 +37,7 @@ import pickle
 import sys
 import time
 import warnings
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -252,16 +252,21 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
     )
     profiles = cast(MutableMapping[str, InterestProfile | None], profiles_table)
 
-    # ``ingest`` and ``identity`` ack an event only once its output is sent (``noack`` + ack at
-    # the end of the body). Faust's automatic ack runs in the stream's ``finally``, so an agent
-    # cancelled mid-event (a worker stopping) could ack an event it had not finished, and the
-    # final commit cover it (docs/broker.md gap 11).
+    async def ack_after(stream: Any, handle: Callable[[Any], Awaitable[None]]) -> None:
+        """Handle each event, then ack it: an event is acked only once its output is sent.
+
+        Faust's automatic ack runs in the stream's ``finally``, so an agent cancelled mid-event
+        (a worker stopping) could ack an event it had not finished, and the final commit cover
+        it (docs/broker.md gap 11).
+        """
+        manual = stream.noack()
+        async for event in manual.events():
+            await handle(event)
+            await manual.ack(event)
+
     @app.agent(events_topic)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        manual = cast(Any, stream).noack()
-        async for event in manual.events():
-            await _ingest_one(event)
-            await manual.ack(event)
+        await ack_after(stream, _ingest_one)
 
     async def _ingest_one(event: Any) -> None:
         raw = event.value if isinstance(event.value, bytes) else str(event.value).encode()
@@ -288,10 +293,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
     @app.agent(resolve_topic)
     async def identity(stream: faust.StreamT[Any]) -> None:
         graph = IdentityGraph(identity_table, salt=settings.person_salt.get_secret_value())
-        manual = cast(Any, stream).noack()
-        async for event in manual.events():
-            await _identify_one(graph, event.value)
-            await manual.ack(event)
+        await ack_after(stream, lambda event: _identify_one(graph, event.value))
 
     async def _identify_one(graph: IdentityGraph, value: Any) -> None:
         ev = Event.from_json(value)

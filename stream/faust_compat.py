@@ -54,6 +54,7 @@ __all__ = [
     "TrueEndConsumer",
     "TrueEndConsumerThread",
     "apply",
+    "consumer_counters",
     "faust_app_options",
     "fetch_high_watermarks",
     "is_applied",
@@ -277,6 +278,15 @@ class TrueEndConsumer(faust_aiokafka.Consumer):
             )
             self._gap[tp].addi(hole[0], hole[1])
         return None
+
+
+def consumer_counters(app: faust.App) -> dict[str, int]:
+    """:class:`TrueEndConsumer`'s counters (zeros before the consumer exists, or for another)."""
+    consumer = getattr(app, "_consumer", None)
+    return {
+        "offset_holes_refetched": int(getattr(consumer, "holes_refetched", 0)),
+        "stale_acks_ignored": int(getattr(consumer, "stale_acks_ignored", 0)),
+    }
 
 
 def is_applied(app: faust.App) -> bool:

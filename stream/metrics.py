@@ -40,6 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
+from .faust_compat import consumer_counters
 from .ingest import REASONS
 from .lag import GroupLag, LagReader, PartitionLag, consumed_topics
 
@@ -420,7 +421,7 @@ class _Collector(Collector):
             (
                 "crossprofile_offset_holes_refetched",
                 "Offsets a rebalance dropped unacked, fetched again instead of committed past.",
-                getattr(getattr(app, "_consumer", None), "holes_refetched", 0),
+                consumer_counters(app)["offset_holes_refetched"],
             ),
             ("crossprofile_merges", "Person merges (two persons joined).", c.merges),
             ("crossprofile_erased", "Persons erased.", c.erased),

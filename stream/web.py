@@ -10,6 +10,7 @@ from typing import Any, cast
 import faust
 from faust.web import Request, Response, View
 
+from .faust_compat import consumer_counters
 from .metrics import CONTENT_TYPE, WorkerMetrics, install_metrics
 from .ops import CounterHistory, LagHistory, ops_page, snapshot
 
@@ -26,8 +27,7 @@ def stats(app: faust.App) -> dict[str, Any]:
         "events_rejected": dict(c.events_rejected),
         "duplicates": c.duplicates,
         "left_to_redelivery": c.left_to_redelivery,
-        "offset_holes_refetched": getattr(getattr(app, "_consumer", None), "holes_refetched", 0),
-        "stale_acks_ignored": getattr(getattr(app, "_consumer", None), "stale_acks_ignored", 0),
+        **consumer_counters(app),
         "recommendations_out": c.recommendations_out,
         "merges": c.merges,
         "erased": c.erased,

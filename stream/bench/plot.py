@@ -142,9 +142,8 @@ def _series(report: dict[str, Any]) -> tuple[dict[str, list[tuple[int, float]]],
         elif r["method"] == "torch-single":
             single = rate
         elif r["method"] == "torch-batched":
-            key = "torch sorted" if r["sorted"] else "torch unsorted"
-            if r["variant"] != "fp32":
-                key = f"torch {r['variant']} {key.split()[1]}"
+            variant = "" if r["variant"] == "fp32" else f"{r['variant']} "
+            key = f"torch {variant}{'sorted' if r['sorted'] else 'unsorted'}"
             series.setdefault(key, []).append((int(r["batch_size"]), rate))
         elif r["engine"] == "onnxruntime":
             series.setdefault(f"onnx {r['variant']}", []).append((int(r["batch_size"]), rate))
