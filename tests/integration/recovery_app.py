@@ -48,6 +48,7 @@ options: dict[str, Any] = faust_compat.faust_app_options(settings)
 options.update(
     store="memory://",
     web_enabled=False,
+    datadir=str(OUT / "faust"),  # not <app_id>-data in the repository root
     producer_linger=float(os.environ.get("RECOVERY_LINGER", "0.1")),
 )
 app = faust.App(settings.app_id, **options)
