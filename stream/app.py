@@ -206,7 +206,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
     rt = Runtime(
         settings=settings,
         encoder=enc,
-        index=ItemIndex(enc.dim),
+        index=ItemIndex(enc.dim, ann_min_items=settings.index_ann_min_items),
         signals=Signals(**settings.signals_config()),
     )
     app.runtime = rt  # type: ignore[attr-defined]

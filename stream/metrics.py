@@ -454,7 +454,16 @@ class _Collector(Collector):
             items = GaugeMetricFamily("crossprofile_items_indexed", "Items in the item index.")
             items.add_metric([], len(rt.index))
             yield items
-        except TypeError:
+            answers = CounterMetricFamily(
+                "crossprofile_index_recommendations",
+                "Recommendations by how the item index scored them: hnsw (graph candidates) or "
+                "fallback (the graph's candidates were too few after filters; every item scored).",
+                labels=["path"],
+            )
+            answers.add_metric(["hnsw"], rt.index.ann_answers)
+            answers.add_metric(["fallback"], rt.index.ann_fallbacks)
+            yield answers
+        except (TypeError, AttributeError):
             pass
 
     def _state(self, app: Any) -> Iterator[Metric]:

@@ -60,11 +60,60 @@ def top_k(scores: np.ndarray, exclude: np.ndarray, k: int) -> list[int]:
     return [int(r) for r in order if np.isfinite(s[r])]
 
 
-class ItemIndex:
-    """Exact inner-product index over L2-normalised item embeddings, grown in place."""
+#: HNSW graph settings (usearch): on 12,000 MiniLM item vectors, recall of the exact top 30 among
+#: 60 candidates 0.9995, 0.11 ms per query, 0.15 ms per insert (2-core AVX2 machine).
+HNSW_CONNECTIVITY = 16
+HNSW_EXPANSION_ADD = 64
+HNSW_EXPANSION_SEARCH = 64
 
-    def __init__(self, dim: int, capacity: int = 1024) -> None:
+
+def _dot(rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """``rows @ vectors.T`` as float32; for one or two rows, one matrix-vector product each.
+
+    Measured on these CPUs (numpy's OpenBLAS, one thread, MiniLM vectors; ``crossprofile bench
+    index``): two rows against 12,000 items took 2.4 ms as one matrix product and 1.4 ms as two
+    matrix-vector products (24,000 items: 10.1 vs 6.7 ms); from four rows on the matrix product
+    is as fast or faster. Most profiles have one or two interests.
+    """
+    if len(rows) > 2:
+        return np.asarray(rows @ vectors.T, dtype=np.float32)
+    out = np.empty((len(rows), len(vectors)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        np.matmul(vectors, row, out=out[i])
+    return out
+
+
+class ItemIndex:
+    """Inner-product index over L2-normalised item embeddings, grown in place.
+
+    Exact by default: every item is scored. With ``ann_min_items`` set, an HNSW graph
+    (:mod:`usearch`) is kept beside the vectors, and once the index holds that many items a
+    recommendation scores only candidates: each interest's nearest neighbours in the graph and
+    the rows with the highest ``prior``, rescored exactly. Brute force reads every vector for
+    every recommendation (about 2 ms at 12,000 items on these CPUs, linear in the catalogue);
+    the graph search stays near 0.1 ms per interest. Where too few candidates survive the
+    filters (consumed items, another platform's items), the exact path answers instead.
+    """
+
+    def __init__(self, dim: int, capacity: int = 1024, *, ann_min_items: int = 0) -> None:
         self.dim = dim
+        self.ann_min_items = ann_min_items
+        #: recommendations answered from HNSW candidates, and those that had to score every
+        #: item after all (too few candidates survived the filters)
+        self.ann_answers = 0
+        self.ann_fallbacks = 0
+        self._ann: Any = None
+        if ann_min_items > 0:
+            from usearch.index import Index
+
+            self._ann = Index(
+                ndim=dim,
+                metric="ip",
+                dtype="f32",
+                connectivity=HNSW_CONNECTIVITY,
+                expansion_add=HNSW_EXPANSION_ADD,
+                expansion_search=HNSW_EXPANSION_SEARCH,
+            )
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
         self._items: list[Item] = []
         self._row: dict[str, int] = {}
@@ -129,6 +178,11 @@ class ItemIndex:
                 )
             self._items[row] = item
         self._vectors[row] = vector
+        if self._ann is not None:
+            key = np.uint64(row)
+            if self._ann.contains(key):  # a new text for a known item: move its node
+                self._ann.remove(key)
+            self._ann.add(key, self._vectors[row], threads=1)
         for platform, mask in self._masks.items():
             if row >= mask.size:
                 mask = self._masks[platform] = np.resize(mask, self._vectors.shape[0])
@@ -171,24 +225,27 @@ class ItemIndex:
         if n == 0 or not interests:
             return []
         allowed = None if platform is None else self.allowed(platform)
-        centroids = np.stack([i.centroid for i in interests])
-        if content_weight != 1.0:
-            centroids = centroids * np.float32(content_weight)
-        sims = centroids @ self._vectors[:n].T  # (m, n)
-        if prior is not None:
-            p = np.asarray(prior, dtype=np.float32)
-            sims += p[:, :n] if p.ndim == 2 else p[None, :n]
-        if allowed is not None:
-            sims[:, ~allowed] = -np.inf
+        centroids = np.stack([i.centroid for i in interests]).astype(np.float32, copy=False)
+        p = None if prior is None else np.asarray(prior, dtype=np.float32)
         dropped = self.consumed_rows(profile, exclude)
-        if dropped.size:
-            sims[:, dropped] = -np.inf
+        pool = min(n, k * 3)
+        cols = None
+        if self._ann is not None and n >= self.ann_min_items:
+            cols = self._candidates(centroids, p, n, pool + min(int(dropped.size), pool))
+        sims = self._scores(centroids, content_weight, p, allowed, dropped, n, cols)
+        if cols is not None and int(np.isfinite(sims).sum(axis=1).min()) < pool:
+            cols = None  # the filters left too few candidates: score every item
+            sims = self._scores(centroids, content_weight, p, allowed, dropped, n, None)
+            self.ann_fallbacks += 1
+        elif cols is not None:
+            self.ann_answers += 1
+        rows = np.arange(n) if cols is None else cols
         quotas = _quotas([i.weight for i in interests], k)
         total = sum(i.weight for i in interests)
-        pool = min(n, k * 3)
+        width = sims.shape[1]
         ranked: list[list[int]] = []
         for m in range(len(interests)):
-            top = np.argpartition(-sims[m], pool - 1)[:pool] if pool < n else np.arange(n)
+            top = np.argpartition(-sims[m], pool - 1)[:pool] if pool < width else np.arange(width)
             top = top[np.argsort(-sims[m, top])]
             ranked.append(top[np.isfinite(sims[m, top])].tolist())
         out: list[Scored] = []
@@ -205,12 +262,64 @@ class ItemIndex:
                     break
                 if rnd >= quotas[m]:
                     continue
-                self._take(m, interest, reasons[m], ranked, cursor, taken, sims, total, out)
+                self._take(m, interest, reasons[m], ranked, cursor, taken, sims, rows, total, out)
         m = 0
         while len(out) < k and any(c < len(r) for c, r in zip(cursor, ranked, strict=True)):
-            self._take(m, interests[m], reasons[m], ranked, cursor, taken, sims, total, out)
+            self._take(m, interests[m], reasons[m], ranked, cursor, taken, sims, rows, total, out)
             m = (m + 1) % len(interests)
         return out
+
+    def _candidates(
+        self, centroids: np.ndarray, prior: np.ndarray | None, n: int, count: int
+    ) -> np.ndarray:
+        """Sorted rows to score: each interest's ``count`` nearest items in the HNSW graph, and
+        the ``count`` rows with the highest positive ``prior`` (collaborative evidence can lift
+        an item that is far from every centroid)."""
+        count = min(n, count)
+        found = self._ann.search(centroids, count, threads=1)
+        if hasattr(found, "counts"):  # BatchMatches: rows padded past each query's count
+            keys = np.asarray(found.keys)
+            parts = [keys[i, :c].astype(np.int64) for i, c in enumerate(found.counts)]
+        else:  # one query: Matches, already trimmed
+            parts = [np.asarray(found.keys).astype(np.int64)]
+        if prior is not None:
+            best = (prior if prior.ndim == 1 else prior.max(axis=0))[:n]
+            top = np.argpartition(-best, count - 1)[:count] if count < n else np.arange(n)
+            parts.append(top[best[top] > 0])
+        cols = np.unique(np.concatenate(parts))
+        return cols[cols < n]
+
+    def _scores(
+        self,
+        centroids: np.ndarray,
+        content_weight: float,
+        prior: np.ndarray | None,
+        allowed: np.ndarray | None,
+        dropped: np.ndarray,
+        n: int,
+        cols: np.ndarray | None,
+    ) -> np.ndarray:
+        """(interests, columns) blended scores; a column per row, or per ``cols`` entry; -inf
+        where the item may not be shown."""
+        if content_weight != 1.0:
+            centroids = centroids * np.float32(content_weight)
+        if cols is None:
+            sims = _dot(centroids, self._vectors[:n])
+            if prior is not None:
+                sims += prior[:, :n] if prior.ndim == 2 else prior[None, :n]
+            if allowed is not None:
+                sims[:, ~allowed] = -np.inf
+            if dropped.size:
+                sims[:, dropped] = -np.inf
+            return sims
+        sims = _dot(centroids, self._vectors[cols])
+        if prior is not None:
+            sims += prior[:, cols] if prior.ndim == 2 else prior[None, cols]
+        if allowed is not None:
+            sims[:, ~allowed[cols]] = -np.inf
+        if dropped.size:
+            sims[:, np.isin(cols, dropped)] = -np.inf
+        return sims
 
     def top_by_score(
         self,
@@ -252,25 +361,26 @@ class ItemIndex:
         cursor: list[int],
         taken: set[int],
         sims: np.ndarray,
+        rows: np.ndarray,
         total: float,
         out: list[Scored],
     ) -> None:
-        lst = ranked[m]
+        lst = ranked[m]  # columns of sims; rows[column] is the item's row
         while cursor[m] < len(lst) and lst[cursor[m]] in taken:
             cursor[m] += 1
         if cursor[m] >= len(lst):
             return
-        row = lst[cursor[m]]
+        col = lst[cursor[m]]
         cursor[m] += 1
-        taken.add(row)
-        item = self._items[row]
+        taken.add(col)
+        item = self._items[int(rows[col])]
         share = interest.weight / total if total > 0 else 0.0
         label, exemplar, platforms = reason
         out.append(
             Scored(
                 item_id=item.id,
                 title=item.title or item.id,
-                score=float(sims[m, row]) * (0.5 + 0.5 * share),
+                score=float(sims[m, col]) * (0.5 + 0.5 * share),
                 interest=interest.index,
                 label=label,
                 exemplar=exemplar,

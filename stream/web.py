@@ -35,6 +35,7 @@ def stats(app: faust.App) -> dict[str, Any]:
         "accounts": accounts,
         "profiles": len(profiles),
         "items": len(rt.index),
+        "index": {"hnsw_answers": rt.index.ann_answers, "hnsw_fallbacks": rt.index.ann_fallbacks},
         "covisits": {"applied": c.covisits_applied, "waiting": len(rt.unplaced_covisits)},
         "encoder": {
             "provider": rt.encoder.provider,

@@ -254,7 +254,11 @@ class CrossProfile:
         self.data = data
         self.emb = emb
         self.settings = settings or Settings()
-        self.index = ItemIndex(emb.shape[1], capacity=max(16, len(data.items)))
+        self.index = ItemIndex(
+            emb.shape[1],
+            capacity=max(16, len(data.items)),
+            ann_min_items=self.settings.index_ann_min_items,
+        )
         # exactly what a worker runs (Settings -> Signals), with any --params overrides on top
         self.signals = Signals(**{**self.settings.signals_config(), **blend})
         self.profiles: dict[int, InterestProfile] = {}

@@ -80,7 +80,9 @@ def wait_for(
 def test_metrics_endpoint_counts_events_and_reports_lag(
     stack_factory: Callable[..., Stack],
 ) -> None:
-    stack = stack_factory(lag_refresh_s="0.5")
+    # index_ann_min_items=1: the worker ranks from the HNSW graph's candidates from its first
+    # item on, so this test also runs that path end to end
+    stack = stack_factory(lag_refresh_s="0.5", index_ann_min_items="1")
     worker = stack.worker()
     group, events_topic = stack.prefix, stack.topic("events")
 
@@ -148,6 +150,9 @@ def test_metrics_endpoint_counts_events_and_reports_lag(
 
     # state gauges
     assert value(samples, "crossprofile_items_indexed") == len(CATALOGUE)
+    hnsw = value(samples, "crossprofile_index_recommendations_total", path="hnsw") or 0
+    fallback = value(samples, "crossprofile_index_recommendations_total", path="fallback") or 0
+    assert hnsw + fallback >= 1  # the graph answered (or fell back) for the recommendations
     assert value(samples, "crossprofile_profiles_held") == 1
     assert value(samples, "crossprofile_persons_known") == 1
     assert value(samples, "crossprofile_recovery_completed") == 1
