@@ -1,4 +1,4 @@
-"""``crossprofile bench``: dispatches to one benchmark (``encoder``, ``pipeline``)."""
+"""``crossprofile bench``: dispatches to one benchmark (``encoder``, ``pipeline``, ``index``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from collections.abc import Callable, Sequence
 
 def _encoder(argv: Sequence[str]) -> int:
     from stream.bench.encoder_bench import main
+
+    return main(argv)
+
+
+def _index(argv: Sequence[str]) -> int:
+    from stream.bench.index_bench import main
 
     return main(argv)
 
@@ -29,6 +35,10 @@ BENCHMARKS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
         _pipeline,
         "end to end through the broker and a real worker: events/s, latency, state size",
     ),
+    "index": (
+        _index,
+        "the item index: every item scored vs HNSW candidates, ms per recommendation, overlap",
+    ),
 }
 
 
@@ -38,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmarks. Each writes a JSON report (--json FILE) and prints a table.",
         epilog="examples:\n  crossprofile bench encoder --json .data/bench/encoder.json\n"
         "  crossprofile bench pipeline --json .data/bench/pipeline.json\n"
+        "  crossprofile bench index --json .data/bench/index.json\n"
         "`crossprofile bench NAME --help` lists a benchmark's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
