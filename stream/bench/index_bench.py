@@ -68,7 +68,8 @@ def widen(vectors: np.ndarray, n: int, *, seed: int, noise: float = 0.05) -> np.
     return np.vstack(parts)[:n].astype(np.float32)
 
 
-def _profile(vectors: np.ndarray, rows: Sequence[int]) -> InterestProfile:
+def profile_of(vectors: np.ndarray, rows: Sequence[int]) -> InterestProfile:
+    """A profile that viewed items ``i{row}`` (vectors ``vectors[row]``) in this order."""
     profile = InterestProfile()
     for t, r in enumerate(rows):
         profile.learn_one(
@@ -144,7 +145,7 @@ def measure(
             people = []
             for _ in range(profiles):
                 near = np.argsort(-(data @ data[rng.integers(n)]))[: max(3 * history, 10)]
-                people.append(_profile(data, rng.choice(near, history, replace=False).tolist()))
+                people.append(profile_of(data, rng.choice(near, history, replace=False).tolist()))
             exact_ms, want = _timed(exact, people, prior, repeats)
             before = ann.ann_fallbacks
             ann_ms, got = _timed(ann, people, prior, repeats)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from stream.bench.index_bench import clustered, profile_of
 from stream.models import Item
 from stream.profile import InterestProfile
 from stream.recommend import ItemIndex, Signals, _quotas, recommend_blended
@@ -187,14 +188,6 @@ def test_blended_ranking_serves_the_prior_when_no_interest_exists_yet() -> None:
     assert [r.item_id for r in on_video] == ["i2-2", "i1-4"]
 
 
-def _clustered(n: int, dim: int = 32, clusters: int = 12, seed: int = 3) -> np.ndarray:
-    """``n`` unit vectors around ``clusters`` random directions (as sentence embeddings are)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(clusters, dim))
-    v = centres[rng.integers(clusters, size=n)] + 0.6 * rng.normal(size=(n, dim))
-    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
-
-
 def _twin_indexes(vectors: np.ndarray) -> tuple[ItemIndex, ItemIndex]:
     """The same items in an exact index and in one that always takes HNSW candidates."""
     exact, ann = ItemIndex(vectors.shape[1]), ItemIndex(vectors.shape[1], ann_min_items=1)
@@ -205,23 +198,13 @@ def _twin_indexes(vectors: np.ndarray) -> tuple[ItemIndex, ItemIndex]:
     return exact, ann
 
 
-def _profile_near(vectors: np.ndarray, rows: list[int]) -> InterestProfile:
-    profile = InterestProfile()
-    for n, r in enumerate(rows):
-        profile.learn_one(
-            {"event_id": f"e{r}", "embedding": vectors[r], "weight": 1.0, "ts": n,
-             "platform": "news", "type": "view", "item_id": f"i{r}", "title": f"T{r}"}
-        )  # fmt: skip
-    return profile
-
-
 def test_hnsw_candidates_rank_as_the_exact_index_does() -> None:
-    vectors = _clustered(3_000)
+    vectors = clustered(3_000, 32, seed=3, clusters=12)
     exact, ann = _twin_indexes(vectors)
     rng = np.random.default_rng(5)
     overlaps = []
     for _ in range(25):
-        profile = _profile_near(vectors, [int(r) for r in rng.integers(len(vectors), size=6)])
+        profile = profile_of(vectors, [int(r) for r in rng.integers(len(vectors), size=6)])
         want = [r.item_id for r in exact.recommend(profile, 10)]
         got = [r.item_id for r in ann.recommend(profile, 10)]
         assert len(got) == 10 and not {i for i in got if profile.has_consumed(i)}
@@ -230,18 +213,18 @@ def test_hnsw_candidates_rank_as_the_exact_index_does() -> None:
 
 
 def test_hnsw_candidates_for_a_single_interest() -> None:
-    vectors = _clustered(2_000)
+    vectors = clustered(2_000, 32, seed=3, clusters=12)
     exact, ann = _twin_indexes(vectors)
-    profile = _profile_near(vectors, [42])
+    profile = profile_of(vectors, [42])
     assert len(profile.interests()) == 1
     want = [r.item_id for r in exact.recommend(profile, 10)]
     assert [r.item_id for r in ann.recommend(profile, 10)] == want
 
 
 def test_hnsw_candidates_include_what_the_prior_lifts() -> None:
-    vectors = _clustered(2_000)
+    vectors = clustered(2_000, 32, seed=3, clusters=12)
     exact, ann = _twin_indexes(vectors)
-    profile = _profile_near(vectors, [1, 2, 3])
+    profile = profile_of(vectors, [1, 2, 3])
     far = int(np.argmin(vectors @ vectors[1]))  # the least similar item to the taste
     prior = np.zeros(len(vectors), dtype=np.float32)
     prior[far] = 5.0  # overwhelming co-visit evidence
@@ -251,9 +234,9 @@ def test_hnsw_candidates_include_what_the_prior_lifts() -> None:
 
 
 def test_hnsw_falls_back_to_every_item_when_filters_leave_too_few() -> None:
-    vectors = _clustered(2_000)
+    vectors = clustered(2_000, 32, seed=3, clusters=12)
     exact, ann = _twin_indexes(vectors)  # every tenth item is shop-only
-    profile = _profile_near(vectors, [5, 6, 7])
+    profile = profile_of(vectors, [5, 6, 7])
     # all shop-only items are allowed on shop; the graph's nearest neighbours are mostly not
     want = [r.item_id for r in exact.recommend(profile, 10, platform="news")]
     assert [r.item_id for r in ann.recommend(profile, 10, platform="news")] == want
@@ -262,9 +245,9 @@ def test_hnsw_falls_back_to_every_item_when_filters_leave_too_few() -> None:
 
 
 def test_hnsw_follows_an_item_whose_vector_changed() -> None:
-    vectors = _clustered(1_000)
+    vectors = clustered(1_000, 32, seed=3, clusters=12)
     exact, ann = _twin_indexes(vectors)
-    profile = _profile_near(vectors, [10, 11])
+    profile = profile_of(vectors, [10, 11])
     moved = int(np.argmin(vectors @ vectors[10]))
     assert f"i{moved}" not in {r.item_id for r in ann.recommend(profile, 10)}
     for index in (exact, ann):  # now a twin of a liked item
