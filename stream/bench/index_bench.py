@@ -189,7 +189,7 @@ def _encoded(texts: int, seed: int) -> np.ndarray:
 
 EPILOG = """\
 examples:
-  crossprofile bench index --json .data/bench/index.json            # ~5 min on 2 cores
+  crossprofile bench index --json .data/bench/index.json            # ~2 min on 2 cores
   crossprofile bench index --sizes 10000,100000 --histories 2,50,200
 
 what it says: whether CROSSPROFILE_INDEX_ANN_MIN_ITEMS (default 10000) is where the HNSW
