@@ -129,7 +129,8 @@ class Settings(BaseSettings):
         description="from this many items on, candidates come from an HNSW graph (usearch) "
         "and are rescored exactly; below it, or at 0, every item is scored (exact)",
     )  # measured per recommendation (docs/performance.md "Item index"): at 12,000 items the
-    # graph is 1.2-2.7x faster than scoring every item, at 48,000 4-10x; at 3,000-6,000 slower
+    # graph is 1.2-2x faster than scoring every item, at 48,000 3.7-5x; at 3,000-6,000 1.3-2.3x
+    # slower
 
     # --- web / logs ------------------------------------------------------------------------
     web_port: int = Field(default=6066, ge=0, le=65535)
