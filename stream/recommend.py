@@ -301,26 +301,18 @@ class ItemIndex:
         n: int,
         cols: np.ndarray | None,
     ) -> np.ndarray:
-        """(interests, columns) blended scores; a column per row, or per ``cols`` entry; -inf
-        where the item may not be shown."""
+        """(interests, columns) blended scores: a column per row ``< n``, or per ``cols`` entry;
+        -inf where the item may not be shown."""
         if content_weight != 1.0:
             centroids = centroids * np.float32(content_weight)
-        if cols is None:
-            sims = _dot(centroids, self._vectors[:n])
-            if prior is not None:
-                sims += prior[:, :n] if prior.ndim == 2 else prior[None, :n]
-            if allowed is not None:
-                sims[:, ~allowed] = -np.inf
-            if dropped.size:
-                sims[:, dropped] = -np.inf
-            return sims
-        sims = _dot(centroids, self._vectors[cols])
+        sel: slice | np.ndarray = slice(0, n) if cols is None else cols
+        sims = _dot(centroids, self._vectors[sel])
         if prior is not None:
-            sims += prior[:, cols] if prior.ndim == 2 else prior[None, cols]
+            sims += prior[:, sel] if prior.ndim == 2 else prior[None, sel]
         if allowed is not None:
-            sims[:, ~allowed[cols]] = -np.inf
+            sims[:, ~allowed[sel]] = -np.inf
         if dropped.size:
-            sims[:, np.isin(cols, dropped)] = -np.inf
+            sims[:, dropped if cols is None else np.isin(cols, dropped)] = -np.inf
         return sims
 
     def top_by_score(
