@@ -4,8 +4,9 @@ Faust commits, per partition, the run of consecutive acknowledged offsets that s
 committed offset. Measured here (a worker leaving a two-worker group under load, 2 runs in 3): a
 rebalance can make Faust drop fetched messages without acknowledging them and without reading
 them again. Its streams skip a message fetched while flow control was suspended or under an
-older generation, and the seek back to the committed offset had already happened. The offsets
-after the hole are then acknowledged as usual, and:
+older generation, and its fetch loop drops a record that arrives below a read offset which a
+batch fetched earlier had already moved past. The offsets after the hole are then acknowledged
+as usual, and:
 
 * a hole of two or more offsets stops the partition's commits for good (Faust returns "nothing
   to commit" while ``min(acked) - committed > 1``): lag grows forever, the stall alert fires;
@@ -14,10 +15,10 @@ after the hole are then acknowledged as usual, and:
 
 :func:`decide` is the rule :class:`stream.faust_compat.TrueEndConsumer` applies before Faust
 picks the offset to commit: never commit past a hole; once a hole has lasted ``heal_after_s``
-with none of its offsets in flight, seek the partition back to the committed offset, so the
-hole is fetched again (the offsets after it are delivered twice, which the pipeline's dedup
-absorbs). A hole that is still there after such a refetch is real — a transaction marker or a
-compacted-away record — and is accepted as a gap, as Faust would.
+with none of its offsets in flight, *refill* it: read exactly the hole's offsets again, out of
+band, and hand them to the agents. A refill that finds an offset absent from the log (a
+transaction marker, a compacted-away record) records it as a gap, on that evidence only; a hole
+that is still there ``heal_after_s`` after a refill is refilled again, never committed past.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
-Decision = Literal["commit", "wait", "refetch", "accept"]
+Decision = Literal["commit", "wait", "refill"]
 
-#: Default seconds a hole may last before it is fetched again (a few commit intervals: a message
+#: Default seconds a hole may last before it is read again (a few commit intervals: a message
 #: being processed is in flight and never counts, so this only guards against a message still in
 #: an agent's queue, not yet taken).
 HEAL_AFTER_S: Final = 5.0
@@ -36,11 +37,11 @@ HEAL_AFTER_S: Final = 5.0
 
 @dataclass
 class Hole:
-    """A hole first seen at ``since`` (monotonic seconds); ``refetched``: sought back once."""
+    """A hole first seen (or last refilled) at ``since`` (monotonic seconds)."""
 
     committed: int
     since: float
-    refetched: bool = False
+    refills: int = 0
 
 
 def head_hole(committed: int | None, acked: Iterable[int]) -> tuple[int, int] | None:
@@ -68,16 +69,16 @@ def decide(
 
     ``hole``: :func:`head_hole`'s answer; ``known``: what was remembered for this partition;
     ``in_flight``: a message inside the hole is being processed (tracked, not acked);
-    ``covered_by_gap``: Faust already knows the hole as a gap (it fills it when committing).
+    ``covered_by_gap``: the hole is a known gap (offsets the log does not hold).
 
     >>> decide(None, None, in_flight=False, covered_by_gap=False, now=0)
     ('commit', None)
     >>> decide((10, 12), None, in_flight=False, covered_by_gap=False, now=0)
-    ('wait', Hole(committed=10, since=0, refetched=False))
+    ('wait', Hole(committed=10, since=0, refills=0))
     >>> decide((10, 12), Hole(10, 0), in_flight=False, covered_by_gap=False, now=6)
-    ('refetch', Hole(committed=10, since=6, refetched=True))
-    >>> decide((10, 12), Hole(10, 6, True), in_flight=False, covered_by_gap=False, now=12)
-    ('accept', None)
+    ('refill', Hole(committed=10, since=6, refills=1))
+    >>> decide((10, 12), Hole(10, 6, 1), in_flight=False, covered_by_gap=False, now=12)
+    ('refill', Hole(committed=10, since=12, refills=2))
     """
     if hole is None or covered_by_gap:
         return "commit", None
@@ -86,9 +87,7 @@ def decide(
         return "wait", Hole(committed, now)
     if in_flight or now - known.since < heal_after_s:
         return "wait", known
-    if not known.refetched:
-        return "refetch", Hole(committed, now, refetched=True)
-    return "accept", None
+    return "refill", Hole(committed, now, known.refills + 1)
 
 
 __all__ = ["HEAL_AFTER_S", "Decision", "Hole", "decide", "head_hole"]

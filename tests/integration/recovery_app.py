@@ -15,6 +15,9 @@ Configuration (environment):
 - ``RECOVERY_SLEEP_MS``: sleep per input event (to be killed mid-stream).
 - ``RECOVERY_GLOBAL_SYNC``: ``1`` creates the GlobalTable with
   ``synchronize_all_active_partitions=True``.
+- ``RECOVERY_DROP_ONCE``: ``partition:offset,...`` of the source topic to drop the first time
+  they are delivered, neither processed nor acked, as Faust's stream and fetch loop do to
+  messages around a rebalance (docs/broker.md gap 11); the agent then acks by hand.
 
 Input value ``"inc"`` increments the key's fan-out counters; ``"dump"`` writes the worker's view
 of both tables to ``dump-<pid>.json`` (atomically). Every processed ``inc`` is appended as
@@ -43,6 +46,10 @@ settings = Settings()
 OUT = Path(os.environ["RECOVERY_OUT"])
 FAN = int(os.environ.get("RECOVERY_FAN", "5"))
 SLEEP_S = float(os.environ.get("RECOVERY_SLEEP_MS", "0")) / 1000.0
+DROP_ONCE = {
+    (int(p), int(o))
+    for p, o in (x.split(":") for x in os.environ.get("RECOVERY_DROP_ONCE", "").split(",") if x)
+}
 
 options: dict[str, Any] = faust_compat.faust_app_options(settings)
 options.update(
@@ -85,15 +92,30 @@ def _dump() -> None:
 
 @app.agent(source)
 async def count(stream: faust.StreamT[str]) -> None:
-    async for event in stream.events():
-        if event.value == "dump":
-            _dump()
+    manual = bool(DROP_ONCE)
+    events = stream.noack().events() if manual else stream.events()
+    async for event in events:
+        where = (event.message.partition, event.message.offset)
+        if where in DROP_ONCE:
+            DROP_ONCE.discard(where)
+            _forget(event.message)
             continue
-        for j in range(FAN):
-            counts[f"{event.key}/{j}"] += 1
-        _processed.write(f"{event.message.partition} {event.message.offset}\n")
+        if event.value != "dump":
+            for j in range(FAN):
+                counts[f"{event.key}/{j}"] += 1
+            _processed.write(f"{event.message.partition} {event.message.offset}\n")
+        else:
+            _dump()
         if SLEEP_S:
             await asyncio.sleep(SLEEP_S)
+        if manual:
+            await stream.ack(event)
+
+
+def _forget(message: Any) -> None:
+    """What Faust does to a message it drops: never acked, no longer pending."""
+    message.acked = True
+    app.consumer._unacked_messages.discard(message)
 
 
 @app.agent(items)

@@ -126,6 +126,36 @@ def test_log_end_offsets_are_exact_across_many_batches(broker: EmbeddedBroker) -
         log_end_offsets(broker.bootstrap, _name(), timeout_s=1.0)
 
 
+def test_fetch_range_reads_exactly_a_hole_from_inside_a_batch(broker: EmbeddedBroker) -> None:
+    """The refill read (gap 11): offsets 5..8 of a partition written as batches of 10 and 10."""
+    import asyncio
+
+    from aiokafka.structs import TopicPartition as AioTP
+
+    from stream.faust_compat import fetch_range
+
+    topic = _name()
+    ensure_topics(broker.bootstrap, {topic: 1})
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=50)
+    try:
+        for batch in range(2):
+            for i in range(10):
+                producer.send(topic, value=b"%d" % (batch * 10 + i), partition=0)
+            producer.flush()
+    finally:
+        producer.close()
+    tp = AioTP(topic, 0)
+    records, complete = asyncio.run(fetch_range(broker.bootstrap, tp, 5, 9, timeout_s=10.0))
+    assert complete and [r.offset for r in records] == [5, 6, 7, 8]
+    assert [r.value for r in records] == [b"5", b"6", b"7", b"8"]
+    # across the batch boundary, up to the log end
+    records, complete = asyncio.run(fetch_range(broker.bootstrap, tp, 9, 20, timeout_s=10.0))
+    assert complete and [r.offset for r in records] == list(range(9, 20))
+    # past the log end: nothing there yet, so no evidence either way
+    records, complete = asyncio.run(fetch_range(broker.bootstrap, tp, 20, 25, timeout_s=1.0))
+    assert not complete and records == []
+
+
 def test_committed_offsets_for_explicit_partitions(broker: EmbeddedBroker) -> None:
     topic, group = _name(), _name()
     ensure_topics(broker.bootstrap, {topic: 3})

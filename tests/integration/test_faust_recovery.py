@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from stream.broker import ensure_topics, log_end_offsets
+from stream.broker import committed_offsets, ensure_topics, log_end_offsets
 
 pytestmark = pytest.mark.integration
 
@@ -248,3 +248,34 @@ def test_kill_9_loses_nothing_and_redelivers_uncommitted(world: RecoveryWorld) -
         f"{sum(counts.values()) - keys * rounds * FAN} increments applied twice"
     )
     world.stop(w2)
+
+
+def test_a_dropped_message_is_read_again_not_committed_past(world: RecoveryWorld) -> None:
+    """Docs/broker.md gap 11 made deterministic: the agent drops a two-offset run on one
+    partition (Faust alone stalls there for good) and a single offset on another (Faust alone
+    commits past it: the event lost). ``TrueEndConsumer`` holds the commit, reads exactly those
+    offsets again and hands them to the agent; the commits then reach the log end."""
+    placed = world.produce_increments(16, 10)
+    per_partition = Counter(p for p, _o in placed)
+    full = sorted(p for p, n in per_partition.items() if n >= 8)
+    assert len(full) >= 2, per_partition
+    drops = [(full[0], 5), (full[0], 6), (full[1], 3)]
+    w1 = world.start("w1", RECOVERY_DROP_ONCE=",".join(f"{p}:{o}" for p, o in drops))
+    ends = log_end_offsets(world.bootstrap, world.source)
+    deadline = time.monotonic() + 90
+    while True:
+        assert w1.poll() is None, world.log_tail("w1")
+        seen = set(world.processed(w1))
+        committed = committed_offsets(world.bootstrap, world.app_id, world.source, sorted(ends))
+        if seen >= set(placed) and all(committed[p] == ends[p] for p in ends if ends[p]):
+            break
+        assert time.monotonic() < deadline, (
+            f"never processed: {sorted(set(placed) - seen)}; committed {committed}, "
+            f"log ends {ends}\n{world.log_tail('w1')}"
+        )
+        time.sleep(0.5)
+    log = (world.out / "w1.log").read_text(errors="replace")
+    assert "reading them again" in log
+    deliveries = Counter(world.processed(w1))
+    assert all(deliveries[d] == 1 for d in drops), deliveries  # the hole only, once
+    world.stop(w1)

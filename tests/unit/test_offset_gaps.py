@@ -26,16 +26,17 @@ def test_head_hole_only_between_the_commit_and_the_first_ack() -> None:
     assert head_hole(None, [7]) is None  # no commit yet: nothing to compare with
 
 
-def test_a_hole_is_waited_on_then_refetched_once_then_accepted() -> None:
+def test_a_hole_is_waited_on_then_refilled_until_it_closes() -> None:
     hole = (10, 12)
     kw: dict[str, Any] = {"in_flight": False, "covered_by_gap": False, "heal_after_s": 5.0}
     action, known = decide(hole, None, now=100.0, **kw)
     assert action == "wait" and known == Hole(10, 100.0)
     assert decide(hole, known, now=104.9, **kw)[0] == "wait"
     action, known = decide(hole, known, now=105.0, **kw)
-    assert action == "refetch" and known is not None and known.refetched
-    assert decide(hole, known, now=109.0, **kw)[0] == "wait"  # the refetch gets its time
-    assert decide(hole, known, now=110.0, **kw) == ("accept", None)
+    assert action == "refill" and known == Hole(10, 105.0, 1)
+    assert decide(hole, known, now=109.0, **kw)[0] == "wait"  # the refill gets its time
+    # still open: read again, never committed past (a gap needs the log's evidence)
+    assert decide(hole, known, now=110.0, **kw) == ("refill", Hole(10, 110.0, 2))
 
 
 def test_in_flight_and_known_gaps_and_a_moved_commit() -> None:
@@ -56,28 +57,28 @@ class _Message:
         self.tp, self.offset, self.acked = tp, offset, False
 
 
-def _consumer() -> tuple[Any, list[tuple[TP, int]]]:
+def _consumer() -> tuple[Any, list[tuple[TP, int, int]]]:
     """A TrueEndConsumer without a broker: only the offset bookkeeping ``_new_offset`` reads
-    (Faust's own), and ``seek`` captured."""
+    (Faust's own), and ``_refill`` captured."""
     consumer: Any = TrueEndConsumer.__new__(TrueEndConsumer)
-    consumer._holes, consumer._refetches, consumer.holes_refetched = {}, set(), 0
+    consumer._holes, consumer._refills, consumer.holes_refetched = {}, {}, 0
     consumer._committed_offset, consumer._acked, consumer._acked_index = {}, {}, {}
     consumer._gap, consumer._unacked_messages = {}, set()
-    sought: list[tuple[TP, int]] = []
+    refilled: list[tuple[TP, int, int]] = []
 
-    async def seek(tp: TP, offset: int) -> None:
-        sought.append((tp, offset))
+    async def refill(tp: TP, start: int, end: int) -> None:
+        refilled.append((tp, start, end))
 
-    consumer.seek = seek
+    consumer._refill = refill
     consumer.heal_after_s = 5.0
-    return consumer, sought
+    return consumer, refilled
 
 
-def test_the_consumer_holds_the_commit_and_seeks_back(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_consumer_holds_the_commit_and_refills(monkeypatch: pytest.MonkeyPatch) -> None:
     tp = TP("t.events", 0)
     clock = [1000.0]
     monkeypatch.setattr("stream.faust_compat.time.monotonic", lambda: clock[0])
-    consumer, sought = _consumer()
+    consumer, refilled = _consumer()
     consumer._committed_offset[tp] = 214
     consumer._acked[tp] = [216, 217, 218]  # 214 and 215 dropped by a rebalance
     consumer._acked_index[tp] = {216, 217, 218}
@@ -89,12 +90,12 @@ def test_the_consumer_holds_the_commit_and_seeks_back(monkeypatch: pytest.Monkey
         inflight = _Message(tp, 214)
         consumer._unacked_messages.add(inflight)  # being processed: not a hole to heal
         clock[0] += 10.0
-        assert consumer._new_offset(tp) is None and not sought
+        assert consumer._new_offset(tp) is None and not refilled
         consumer._unacked_messages.clear()
         assert consumer._new_offset(tp) is None
         await asyncio.sleep(0)
-        assert sought == [(tp, 214)] and consumer.holes_refetched == 1
-        # the refetch delivers them: the commit goes on over the whole run
+        assert refilled == [(tp, 214, 216)] and consumer.holes_refetched == 1
+        # the refill delivers them: the commit goes on over the whole run
         consumer._acked[tp] = [214, 215, 216, 217, 218]
         consumer._acked_index[tp] = {214, 215, 216, 217, 218}
         assert consumer._new_offset(tp) == 219
@@ -106,22 +107,39 @@ def test_the_consumer_holds_the_commit_and_seeks_back(monkeypatch: pytest.Monkey
 def test_a_single_dropped_offset_is_not_committed_past() -> None:
     """Faust's own rule commits 51 here (it tolerates a difference of one): event 50 lost."""
     tp = TP("t.events", 1)
-    consumer, _sought = _consumer()
+    consumer, _refilled = _consumer()
     consumer._committed_offset[tp] = 50
     consumer._acked[tp] = [51]
     consumer._acked_index[tp] = {51}
     consumer._gap[tp] = IntervalTree()
     assert consumer._new_offset(tp) is None
-    consumer._gap[tp].addi(50, 51)  # a gap Faust knows (e.g. a transaction marker): commit
+    consumer._gap[tp].addi(50, 51)  # a gap the log shows (e.g. a transaction marker): commit
     assert consumer._new_offset(tp) == 52
+
+
+def test_a_jump_of_the_read_offset_is_not_taken_for_a_gap() -> None:
+    """Faust marks offsets it never delivered as a gap when its read offset jumps."""
+    tp = TP("t.events", 0)
+    consumer, _refilled = _consumer()
+    consumer._committed_offset[tp] = 208
+    consumer._gap[tp] = IntervalTree()
+    asyncio.run(consumer._add_gap(tp, 209, 215))
+    assert not consumer._gap[tp]
+
+
+def _app(generation: int, *, flow_active: bool = True) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        consumer_generation_id=generation,
+        flow_control=SimpleNamespace(is_active=lambda: flow_active),
+    )
 
 
 def test_an_ack_from_before_a_rebalance_is_not_recorded() -> None:
     """Faust's streams ack messages they skip after a rebalance; such an ack leaves a hole."""
-    from types import SimpleNamespace
-
-    consumer, _sought = _consumer()
-    consumer.app = SimpleNamespace(consumer_generation_id=7)
+    consumer, _refilled = _consumer()
+    consumer.app = _app(7)
     consumer.stale_acks_ignored = 0
     tp = TP("t.events", 0)
     stale: Any = _Message(tp, 214)
@@ -130,3 +148,73 @@ def test_an_ack_from_before_a_rebalance_is_not_recorded() -> None:
     assert consumer.ack(stale) is False
     assert stale.acked and stale not in consumer._unacked_messages
     assert consumer.stale_acks_ignored == 1 and not consumer._acked.get(tp)
+
+
+def test_an_ack_while_flow_control_is_suspended_is_not_recorded() -> None:
+    """A stream skips, and acks, any message it takes while a rebalance is under way."""
+    consumer, _refilled = _consumer()
+    consumer.app = _app(7, flow_active=False)
+    consumer.stale_acks_ignored = 0
+    tp = TP("t.events", 0)
+    skipped: Any = _Message(tp, 300)
+    skipped.generation_id = 7
+    assert consumer.ack(skipped) is False
+    assert consumer.stale_acks_ignored == 1 and not consumer._acked.get(tp)
+
+
+class _Record:
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+def _refill_consumer(
+    monkeypatch: pytest.MonkeyPatch, offsets: list[int], complete: bool
+) -> tuple[Any, list[int]]:
+    """A TrueEndConsumer whose ``_refill`` reads ``offsets`` (the broker's answer) and whose
+    Faust callback records what the agents would get."""
+    consumer: Any = TrueEndConsumer.__new__(TrueEndConsumer)
+    consumer.app = _app(3)
+    consumer.records_refilled = 0
+    consumer.refill_timeout_s = 1.0
+    consumer._gap, consumer._acked_index = {}, {}
+    consumer._servers = lambda: ["localhost:1"]
+    consumer._client_kwargs = lambda purpose: {}
+    consumer.assignment = lambda: {TP("t.events", 0)}
+    consumer._to_message = lambda tp, record: record.offset
+    delivered: list[int] = []
+
+    async def callback(message: int) -> None:
+        delivered.append(message)
+
+    async def fetch_range(*_a: Any, **_kw: Any) -> tuple[list[_Record], bool]:
+        return [_Record(o) for o in offsets], complete
+
+    consumer.callback = callback
+    monkeypatch.setattr("stream.faust_compat.fetch_range", fetch_range)
+    return consumer, delivered
+
+
+def test_a_refill_delivers_the_unacked_records_and_gaps_only_what_the_log_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tp = TP("t.events", 0)
+    consumer, delivered = _refill_consumer(monkeypatch, [10, 11, 13], complete=True)
+    consumer._gap[tp] = IntervalTree()
+    consumer._acked_index[tp] = {11}  # delivered and acked meanwhile
+    asyncio.run(consumer._refill(tp, 10, 14))
+    assert delivered == [10, 13] and consumer.records_refilled == 2
+    assert sorted((i.begin, i.end) for i in consumer._gap[tp]) == [(12, 13)]
+
+
+def test_a_short_refill_gaps_nothing_and_a_moved_partition_gets_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tp = TP("t.events", 0)
+    consumer, delivered = _refill_consumer(monkeypatch, [10], complete=False)
+    consumer._gap[tp] = IntervalTree()
+    asyncio.run(consumer._refill(tp, 10, 14))
+    assert delivered == [10] and not consumer._gap[tp]  # no evidence that 11..13 are absent
+    other = TP("t.events", 1)  # no longer assigned to this worker
+    consumer._gap[other] = IntervalTree()
+    asyncio.run(consumer._refill(other, 10, 14))
+    assert delivered == [10] and not consumer._gap[other]
