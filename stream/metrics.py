@@ -420,7 +420,7 @@ class _Collector(Collector):
             ),
             (
                 "crossprofile_offset_holes_refetched",
-                "Offsets a rebalance dropped unacked, fetched again instead of committed past.",
+                "Holes a rebalance left in the acked offsets, read again, not committed past.",
                 consumer_counters(app)["offset_holes_refetched"],
             ),
             ("crossprofile_merges", "Person merges (two persons joined).", c.merges),
