@@ -252,14 +252,15 @@ def test_kill_9_loses_nothing_and_redelivers_uncommitted(world: RecoveryWorld) -
 
 def test_a_dropped_message_is_read_again_not_committed_past(world: RecoveryWorld) -> None:
     """Docs/broker.md gap 11 made deterministic: the agent drops a two-offset run on one
-    partition (Faust alone stalls there for good) and a single offset on another (Faust alone
-    commits past it: the event lost). ``TrueEndConsumer`` holds the commit, reads exactly those
-    offsets again and hands them to the agent; the commits then reach the log end."""
+    partition (Faust alone stalls there for good), a single offset on another and the first
+    offset of a third, before any commit (Faust alone commits past both: the events lost).
+    ``TrueEndConsumer`` holds the commit, reads exactly those offsets again and hands them to
+    the agent; the commits then reach the log end."""
     placed = world.produce_increments(16, 10)
     per_partition = Counter(p for p, _o in placed)
     full = sorted(p for p, n in per_partition.items() if n >= 8)
-    assert len(full) >= 2, per_partition
-    drops = [(full[0], 5), (full[0], 6), (full[1], 3)]
+    assert len(full) >= 3, per_partition
+    drops = [(full[0], 5), (full[0], 6), (full[1], 3), (full[2], 0)]
     w1 = world.start("w1", RECOVERY_DROP_ONCE=",".join(f"{p}:{o}" for p, o in drops))
     ends = log_end_offsets(world.bootstrap, world.source)
     deadline = time.monotonic() + 90

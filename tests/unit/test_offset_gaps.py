@@ -62,6 +62,7 @@ def _consumer() -> tuple[Any, list[tuple[TP, int, int]]]:
     (Faust's own), and ``_refill`` captured."""
     consumer: Any = TrueEndConsumer.__new__(TrueEndConsumer)
     consumer._holes, consumer._refills, consumer.holes_refetched = {}, {}, 0
+    consumer._log_start, consumer._log_start_asked = {}, {}
     consumer._committed_offset, consumer._acked, consumer._acked_index = {}, {}, {}
     consumer._gap, consumer._unacked_messages = {}, set()
     refilled: list[tuple[TP, int, int]] = []
@@ -115,6 +116,38 @@ def test_a_single_dropped_offset_is_not_committed_past() -> None:
     assert consumer._new_offset(tp) is None
     consumer._gap[tp].addi(50, 51)  # a gap the log shows (e.g. a transaction marker): commit
     assert consumer._new_offset(tp) == 52
+
+
+def test_before_the_first_commit_a_hole_counts_from_the_log_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Faust says None for "no commit yet" and then commits 3 here: offset 0 never processed."""
+    tp = TP("t.events", 2)
+    clock = [50.0]
+    monkeypatch.setattr("stream.faust_compat.time.monotonic", lambda: clock[0])
+    consumer, refilled = _consumer()
+    consumer._committed_offset[tp] = None
+    consumer._acked[tp] = [1, 2]
+    consumer._acked_index[tp] = {1, 2}
+    consumer._gap[tp] = IntervalTree()
+    asked: list[TP] = []
+    consumer._ask_log_start = asked.append
+
+    async def run() -> None:
+        assert consumer._new_offset(tp) is None and asked == [tp]  # held until it is known
+        consumer._log_start[tp] = 0
+        assert consumer._new_offset(tp) is None
+        clock[0] += 6.0
+        assert consumer._new_offset(tp) is None
+        await asyncio.sleep(0)
+        assert refilled == [(tp, 0, 1)]
+        consumer._acked[tp] = [0, 1, 2]
+        assert consumer._new_offset(tp) == 3
+
+    asyncio.run(run())
+    consumer._acked[tp] = [5, 6]  # a log that starts at 5 (retention): no hole
+    consumer._log_start[tp] = 5
+    assert consumer._new_offset(tp) == 7
 
 
 def test_a_jump_of_the_read_offset_is_not_taken_for_a_gap() -> None:
@@ -177,8 +210,10 @@ def _refill_consumer(
     consumer.records_refilled = 0
     consumer.refill_timeout_s = 1.0
     consumer._gap, consumer._acked_index = {}, {}
-    consumer._servers = lambda: ["localhost:1"]
-    consumer._client_kwargs = lambda purpose: {}
+    consumer.refill_max_offsets = 5000
+    consumer.transport = None
+    monkeypatch.setattr("stream.faust_compat._servers", lambda transport: ["localhost:1"])
+    monkeypatch.setattr("stream.faust_compat._client_kwargs", lambda app, purpose: {})
     consumer.assignment = lambda: {TP("t.events", 0)}
     consumer._to_message = lambda tp, record: record.offset
     delivered: list[int] = []
