@@ -463,7 +463,8 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                 # co-visit evidence, taken before the profile learns the event, goes to every
                 # worker's Signals (this one's too) through the covisits topic
                 await covisits_topic.send(
-                    key=ev.item.id, value=rt.signals.observation(prof, ev.item.id, ev.ts)
+                    key=ev.item.id,
+                    value=rt.signals.observation(prof, ev.item.id, ev.ts, ev.event_id),
                 )
             prof.learn(observation(ev, vector, settings))
             profiles[pid] = prof

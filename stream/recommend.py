@@ -9,6 +9,7 @@ Each recommended item names the interest it came from, that interest's label and
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -385,6 +386,20 @@ class ItemIndex:
 
 _MS_PER_DAY = 86_400_000.0
 
+#: events per generation of :class:`Signals`' replay memory (two generations are kept: 100,000
+#: events, a few MB; a replay comes within the records since the last commit, far fewer)
+COUNTED_EVENTS_KEPT = 50_000
+
+
+def event_hash(event_id: str) -> int:
+    """64-bit hash of an event id (BLAKE2b): 100,000 remembered events collide with odds of
+    about 3e-10, where 32 bits would give about one collision.
+
+    >>> event_hash("e-1") != event_hash("e-2")
+    True
+    """
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
 
 class Signals:
     """Collaborative and popularity evidence over an :class:`ItemIndex`'s rows, learned online.
@@ -462,6 +477,13 @@ class Signals:
         self._norm = np.ones(cap, dtype=np.float32)  # max(count, 1) ** (1 - alpha), kept current
         self._pop = np.zeros(cap, dtype=np.float64)
         self._t0: int | None = None
+        # hashes of the events counted lately (two generations of sets, the older one dropped
+        # when the newer fills): a replayed record comes soon after the first, from the last
+        # commit on, so a bounded memory of recent events is enough to count it once.
+        self._counted: set[int] = set()
+        self._counted_before: set[int] = set()
+        #: records not counted because their event had been counted already
+        self.replays_skipped = 0
 
     def config(self) -> dict[str, float | int]:
         """The parameters this instance was built with (what an evaluation report records)."""
@@ -494,12 +516,28 @@ class Signals:
         """Count one item event of ``profile``'s person (call before ``profile`` learns it)."""
         self.count(index, self.observation(profile, item_id, ts))
 
-    def observation(self, profile: InterestProfile, item_id: str, ts: int) -> dict[str, Any]:
+    def observation(
+        self, profile: InterestProfile, item_id: str, ts: int, event_id: str | None = None
+    ) -> dict[str, Any]:
         """What :meth:`count` needs about one item event, taken from the person's profile before
-        it learns the event — the record the stream shares between workers (``<p>.covisits``)."""
+        it learns the event — the record the stream shares between workers (``<p>.covisits``).
+        With ``event_id``, the record carries a 64-bit hash of it and :meth:`count` applies the
+        event once."""
         repeat = profile.has_consumed(item_id)
         recent = [] if repeat else profile.consumed_hashes(self.window)
-        return {"item": item_id, "ts": ts, "repeat": repeat, "recent": recent}
+        obs: dict[str, Any] = {"item": item_id, "ts": ts, "repeat": repeat, "recent": recent}
+        if event_id is not None:
+            obs["event"] = event_hash(event_id)
+        return obs
+
+    def _first_time(self, event: int) -> bool:
+        """False for an event counted among the last ``2 × COUNTED_EVENTS_KEPT`` (a replay)."""
+        if event in self._counted or event in self._counted_before:
+            return False
+        self._counted.add(event)
+        if len(self._counted) >= COUNTED_EVENTS_KEPT:
+            self._counted_before, self._counted = self._counted, set()
+        return True
 
     def count(self, index: ItemIndex, obs: Mapping[str, Any]) -> bool:
         """Count one :meth:`observation`; False when its item is not in ``index`` (yet) or past
@@ -510,6 +548,10 @@ class Signals:
             return False
         if row >= self.max_items:
             return True
+        event = obs.get("event")
+        if event is not None and not self._first_time(int(event)):
+            self.replays_skipped += 1
+            return True  # the same event's record again (a replay after a crash): counted once
         self._grow(min(len(index), self.max_items))
         if self._t0 is None:
             self._t0 = ts

@@ -36,7 +36,11 @@ def stats(app: faust.App) -> dict[str, Any]:
         "profiles": len(profiles),
         "items": len(rt.index),
         "index": {"hnsw_answers": rt.index.ann_answers, "hnsw_fallbacks": rt.index.ann_fallbacks},
-        "covisits": {"applied": c.covisits_applied, "waiting": len(rt.unplaced_covisits)},
+        "covisits": {
+            "applied": c.covisits_applied,
+            "waiting": len(rt.unplaced_covisits),
+            "replays_skipped": rt.signals.replays_skipped,
+        },
         "encoder": {
             "provider": rt.encoder.provider,
             "batches": c.encoder_batches,

@@ -146,6 +146,11 @@ def test_what_others_did_next_is_recommended(stack_factory: Callable[..., Stack]
     assert "cook-0" not in ids
     assert sum(i.startswith("cook-") for i in ids[1:6]) >= 3, "then content: more cooking"
     assert worker.stats()["covisits"]["waiting"] == 0
+    # each record names its event, so a replayed one is counted once (none was replayed here)
+    covisits = stack.reader("covisits")
+    covisits.wait_for(lambda rs: len(rs) >= 8)
+    assert all(isinstance(json.loads(r.value)["event"], int) for r in covisits.records)
+    assert worker.stats()["covisits"]["replays_skipped"] == 0
 
 
 def test_malformed_events_go_to_the_dlq_and_the_worker_goes_on(

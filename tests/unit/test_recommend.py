@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from stream.bench.index_bench import clustered, profile_of
 from stream.models import Item
@@ -154,6 +155,36 @@ def test_covisit_records_shared_between_workers_give_the_same_evidence() -> None
     for prof in profiles.values():
         assert np.allclose(local.prior(prof, index), remote.prior(prof, index))
     assert not remote.count(index, {"item": "unknown", "ts": ts, "recent": []})  # retried later
+
+
+def test_a_replayed_covisit_record_is_counted_once() -> None:
+    """A crash between the covisits record and the profile's changelog write replays the event,
+    and its record is written again: every worker must count it once."""
+    index, _ = build()
+    replayed, reference = Signals(window=5), Signals(window=5)
+    prof = InterestProfile()
+    for n, item_id in enumerate(["i0-1", "i0-2", "i0-3"]):
+        record = json.loads(json.dumps(replayed.observation(prof, item_id, n, f"e{n}")))
+        for signals in (replayed, reference):
+            assert signals.count(index, record)
+        if n == 2:  # the replay: the same event's record again
+            assert replayed.count(index, record)
+        prof.learn({"event_id": f"e{n}", "item_id": item_id, "ts": n})
+    assert replayed.replays_skipped == 1 and reference.replays_skipped == 0
+    assert np.array_equal(replayed.prior(prof, index), reference.prior(prof, index))
+    # records without an event id (written before it was added) are counted as they come
+    legacy = {"item": "i0-1", "ts": 9, "repeat": False, "recent": []}
+    assert replayed.count(index, legacy) and replayed.count(index, legacy)
+    assert replayed.replays_skipped == 1
+
+
+def test_the_replay_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("stream.recommend.COUNTED_EVENTS_KEPT", 3)
+    signals = Signals()
+    assert all(signals._first_time(e) for e in range(6))
+    assert not signals._first_time(5) and not signals._first_time(3)  # the last two generations
+    assert signals._first_time(0)  # forgotten: three generations ago
+    assert len(signals._counted) + len(signals._counted_before) <= 6
 
 
 def test_signals_stop_at_max_items() -> None:
