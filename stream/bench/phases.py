@@ -14,7 +14,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from stream.bench.rig import Probe, Rig, Watcher, WorkerProcess, window_report
+from stream.bench.rig import Probe, Rig, Watcher, WorkerGroup, merge_stats, window_report
 from stream.bench.stats import backlog_target, interval_rates, percentiles, sustained_rate
 from stream.bench.streams import EventStream
 
@@ -58,8 +58,9 @@ def drain(rig: Rig, timeout_s: float) -> tuple[bool, float]:
     while rig.watcher.learned < rig.produced:
         if time.monotonic() - t0 > timeout_s:
             return False, time.monotonic() - t0
-        if rig.worker.proc is not None and rig.worker.proc.poll() is not None:
-            raise RuntimeError(f"the worker died; see {rig.worker.log_path}")
+        dead = rig.worker.dead()
+        if dead is not None:
+            raise RuntimeError(f"a worker died; see {dead}")
         time.sleep(0.1)
     return True, time.monotonic() - t0
 
@@ -167,21 +168,23 @@ def run_phases(
     settings: Settings,
     bootstrap: str,
     prefix: str,
-    worker: WorkerProcess,
-    pids: dict[str, int | None],
+    worker: WorkerGroup,
+    pids: dict[str, int | list[int] | None],
     streams: tuple[EventStream, EventStream],
     progress: bool,
 ) -> dict[str, Any]:
-    """Start the worker, then: idle CPU, max rate per stream, latency at half the unique max."""
+    """Start the worker(s), then: idle CPU, max rate per stream, latency at half the unique
+    max."""
     from kafka import KafkaProducer
 
-    say(progress, f"starting a worker on {bootstrap} (topics {prefix}.*) …")
+    n = len(worker.workers)
+    say(progress, f"starting {n} worker{'s' if n > 1 else ''} on {bootstrap} (topics {prefix}.*) …")
     worker.start()
     wsettings = settings.model_copy(update={"topic_prefix": prefix})
     watcher = Watcher(bootstrap, f"{prefix}-profiles-changelog", wsettings.recommendations_topic)
     watcher.start()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    pids = {**pids, "worker": worker.pid, "bench": os.getpid()}
+    pids = {**pids, "worker": worker.pids, "bench": os.getpid()}
     rig = Rig(bootstrap, worker, producer, watcher, wsettings.events_topic, pids, progress)
     try:
         idle = idle_phase(rig, 3.0 if opts.quick else 5.0)
@@ -192,7 +195,8 @@ def run_phases(
         rate = opts.latency_rate or max(1.0, (phases["unique"]["events_per_s"] or 1.0) / 2)
         latency = latency_phase(rig, streams[0], rate, opts)
         say(progress, f"latency at {rate:.1f} events/s: {latency['latency_ms']}")
-        final = worker.stats()
+        each = [w.stats() for w in worker.workers]
+        final = merge_stats(each)
     finally:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)  # closing clients log noise
         watcher.stop()
@@ -213,6 +217,7 @@ def run_phases(
             "items_indexed": final["items"],
         },
         "worker_stats_final": final,
+        "worker_stats_per_process": each if len(each) > 1 else [],
     }
 
 

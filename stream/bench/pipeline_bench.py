@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stream.bench.in_process import encoder_throughput, pure_costs, state_sizes
 from stream.bench.phases import run_phases, say
-from stream.bench.rig import WorkerProcess, load_average
+from stream.bench.rig import WorkerGroup, WorkerProcess, load_average
 from stream.bench.stats import percentiles, ratio, sustained_rate, targets
 from stream.bench.streams import EventStream, ZipfSampler, distinct_texts, unique_items, zipf_items
 from stream.bench.texts import DEFAULT_SEED
@@ -76,6 +76,7 @@ class Options:
     encoder_repeats: int = 3
     drain_timeout_s: float = 180.0
     seed: int = 7
+    workers: int = 1
     quick: bool = False
 
 
@@ -172,12 +173,21 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
         broker = EmbeddedBroker(log_dir=settings.data_dir / "logs").start()
         bootstrap = broker.bootstrap
     prefix = "bench" + uuid.uuid4().hex[:8]
-    worker = WorkerProcess(
-        _worker_env(settings, bootstrap, prefix),
-        settings.data_dir / "logs" / "bench-pipeline-worker.log",
+    logs = settings.data_dir / "logs"
+    worker = WorkerGroup(
+        [
+            WorkerProcess(
+                _worker_env(settings, bootstrap, prefix),
+                logs / ("bench-pipeline-worker.log" if i == 0 else f"bench-pipeline-worker{i}.log"),
+            )
+            for i in range(opts.workers)
+        ]
     )
     try:
-        pids = {"worker": None, "broker": None if broker is None else broker.pid}
+        pids: dict[str, int | list[int] | None] = {
+            "worker": None,
+            "broker": None if broker is None else broker.pid,
+        }
         streamed = run_phases(
             opts, settings, bootstrap, prefix, worker, pids, (unique, zipf), progress
         )
@@ -269,18 +279,22 @@ def format_table(report: Mapping[str, Any]) -> str:
 
 
 EPILOG = """\
-what it does: starts the embedded broker (or uses CROSSPROFILE_BROKER) and one real worker on a
-fresh topic prefix, measures the raw encoder on the unique stream's texts, then drives the worker
-as hard as it goes with (i) unique events (every item and text new) and (ii) a Zipf(s) stream over
-a fixed catalogue (the embedding cache hits), then times event → recommendation at half the unique
+what it does: starts the embedded broker (or uses CROSSPROFILE_BROKER) and one real worker (or a
+group of --workers N, whose CPU and counters are summed) on a fresh topic prefix, measures the raw
+encoder on the unique stream's texts, then drives the worker as hard as it goes with (i) unique
+events (every item and text new) and (ii) a Zipf(s) stream over a fixed catalogue (the embedding
+cache hits), then times event → recommendation at half the unique
 max rate. Worker settings (batch size, max wait, threads, …) come from CROSSPROFILE_* variables and
-are recorded in the report. A default run takes about 3–5 minutes.
+are recorded in the report. A default run takes about 3–5 minutes (each extra worker adds its
+start-up). One worker's event loop is the bound once the encoder is fast (a GPU, a big CPU):
+--workers shows how the group scales, up to one worker per partition of the events topic.
 
 examples:
   crossprofile bench pipeline --json .data/bench/pipeline.json
   crossprofile bench pipeline --window 20 --warmup 5 --latency-duration 10 --json out.json
   CROSSPROFILE_ENCODER_BATCH_SIZE=64 crossprofile bench pipeline --json b64.json
   crossprofile bench pipeline --quick --json /tmp/quick.json        # ~1 minute, for tests
+  crossprofile bench pipeline --workers 4 --json w4.json             # a group of four
 
 Figures vary with the machine's load; compare within one run. Tests never assert speeds.
 """
@@ -307,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--encoder-texts", type=int, metavar="N", help="texts for the raw encoder (1000)")
     add("--backlog", type=float, metavar="S", help="seconds of work kept queued (4)")
     add("--seed", type=int, metavar="N", help="seed of texts, users and draws (7)")
+    add(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes in the group (1); more than CROSSPROFILE_PARTITIONS sit idle",
+    )
     add("--quick", action="store_true", help="a smoke run of about a minute (tests, CI)")
     add("--quiet", "-q", action="store_true", help="no progress or table")
     return parser
@@ -319,7 +339,7 @@ def options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Option
         "warmup_s": args.warmup, "window_s": args.window, "latency_s": args.latency_duration,
         "latency_rate": args.latency_rate, "zipf_items": args.zipf_items, "zipf_s": args.zipf_s,
         "users": args.users, "encoder_texts": args.encoder_texts, "backlog_s": args.backlog,
-        "seed": args.seed,
+        "seed": args.seed, "workers": args.workers,
     }  # fmt: skip
     opts = Options(**{**asdict(base), **{k: v for k, v in flags.items() if v is not None}})
     if opts.window_s < 1 or opts.latency_s < 1 or opts.warmup_s < 0:
@@ -328,6 +348,8 @@ def options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Option
         parser.error("--zipf-items, --users, --encoder-texts must be >= 1 and --zipf-s > 0")
     if opts.latency_rate is not None and opts.latency_rate <= 0:
         parser.error("--latency-rate must be > 0")
+    if opts.workers < 1:
+        parser.error("--workers must be >= 1")
     return opts
 
 

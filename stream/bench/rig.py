@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of process ``pid`` (Linux ``/proc``; None elsewhere)."""
+def cpu_seconds(pid: int | Sequence[int] | None) -> float | None:
+    """User + system CPU seconds of process ``pid``, or the sum over several (Linux ``/proc``;
+    None elsewhere, or when one of them cannot be read)."""
     if pid is None:
         return None
+    if not isinstance(pid, int):
+        each = [cpu_seconds(p) for p in pid]
+        return None if not each or None in each else sum(x for x in each if x is not None)
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -105,6 +110,62 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+
+
+class WorkerGroup:
+    """``n`` :class:`WorkerProcess` es in one consumer group, seen as one worker: started one
+    after the other, ``/stats`` counters summed, CPU summed (:func:`cpu_seconds` of ``pids``)."""
+
+    def __init__(self, workers: Sequence[WorkerProcess]) -> None:
+        if not workers:
+            raise ValueError("a worker group needs at least one worker")
+        self.workers = list(workers)
+
+    def start(self, timeout_s: float = 300.0) -> None:
+        for worker in self.workers:
+            worker.start(timeout_s)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers if w.pid is not None]
+
+    @property
+    def log_path(self) -> Path:
+        return self.workers[0].log_path
+
+    def dead(self) -> Path | None:
+        """The log of a worker that has exited, if one has."""
+        for w in self.workers:
+            if w.proc is not None and w.proc.poll() is not None:
+                return w.log_path
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        """The workers' ``/stats``, numbers summed (see :func:`merge_stats`)."""
+        return merge_stats([w.stats() for w in self.workers])
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        for worker in reversed(self.workers):
+            worker.stop(timeout_s)
+
+
+def merge_stats(stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several workers' ``/stats`` as one: numbers summed key by key (nested too), anything else
+    (names, lists) taken from the first.
+
+    >>> merge_stats([{"n": 1, "e": {"s": 0.5, "p": "cpu"}}, {"n": 2, "e": {"s": 1.0, "p": "cpu"}}])
+    {'n': 3, 'e': {'s': 1.5, 'p': 'cpu'}}
+    """
+    out: dict[str, Any] = {}
+    for key, first in stats[0].items():
+        values = [s.get(key) for s in stats]
+        if isinstance(first, Mapping):
+            out[key] = merge_stats([v if isinstance(v, Mapping) else {} for v in values])
+        elif isinstance(first, int | float) and not isinstance(first, bool):
+            out[key] = sum(v for v in values if isinstance(v, int | float))
+        else:
+            out[key] = first
+    return out
 
 
 class Watcher(threading.Thread):
@@ -202,11 +263,11 @@ class Rig:
     """Everything a phase needs: broker, worker, producer, watcher, and what was produced."""
 
     bootstrap: str
-    worker: WorkerProcess
+    worker: WorkerGroup
     producer: Any
     watcher: Watcher
     events_topic: str
-    pids: dict[str, int | None]
+    pids: dict[str, int | list[int] | None]
     progress: bool
     produced: int = 0
     samples: list[Sample] = field(default_factory=list)
@@ -259,8 +320,10 @@ __all__ = [
     "Probe",
     "Rig",
     "Watcher",
+    "WorkerGroup",
     "WorkerProcess",
     "cpu_seconds",
     "load_average",
+    "merge_stats",
     "window_report",
 ]

@@ -62,3 +62,28 @@ def test_quick_run_reports_consistent_counts(
         "state_bytes_per_person_le",
     }
     assert all(isinstance(t["met"], bool) for t in report["targets"].values())
+
+
+def test_quick_run_with_a_group_of_two_workers(
+    bootstrap: str, encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--workers 2``: both join one group, share the partitions, and the report sums them."""
+    monkeypatch.setenv("CROSSPROFILE_BROKER", bootstrap)
+    monkeypatch.setenv("CROSSPROFILE_DATA_DIR", str(DATA_DIR))
+    monkeypatch.setenv("CROSSPROFILE_PARTITIONS", "2")
+    out = tmp_path / "pipeline.json"
+
+    assert main(["--quick", "--quiet", "--workers", "2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+
+    assert report["options"]["workers"] == 2
+    totals = report["totals"]
+    assert totals["events_learned"] >= totals["events_produced"] > 0  # nothing lost
+    # at-least-once: a rebalance as the second worker joins may deliver an event twice
+    assert totals["worker_events_in"] >= totals["events_produced"]
+    for name in ("unique", "zipf"):
+        assert report["pipeline"][name]["drained"] is True
+    # both workers did profile work: each learned part of the events (summed /stats counters)
+    per_worker = report["worker_stats_per_process"]
+    assert len(per_worker) == 2 and all(s["profiles"] > 0 for s in per_worker), per_worker
+    assert totals["profiles"] == sum(s["profiles"] for s in per_worker)

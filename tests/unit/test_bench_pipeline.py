@@ -189,6 +189,9 @@ def test_options_defaults_quick_and_overrides() -> None:
     assert got.window_s == 7.0 and got.zipf_s == 1.3 and got.quick
     with pytest.raises(SystemExit):
         options(parser.parse_args(["--window", "0"]), parser)
+    assert options(parser.parse_args(["--workers", "3"]), parser).workers == 3
+    with pytest.raises(SystemExit):
+        options(parser.parse_args(["--workers", "0"]), parser)
 
 
 def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
