@@ -185,6 +185,8 @@ def run_phases(
     watcher.start()
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     pids = {**pids, "worker": worker.pids, "bench": os.getpid()}
+    if n > 1:  # each worker's share too (the group's is "worker")
+        pids.update({f"worker{i}": pid for i, pid in enumerate(worker.pids)})
     rig = Rig(bootstrap, worker, producer, watcher, wsettings.events_topic, pids, progress)
     try:
         idle = idle_phase(rig, 3.0 if opts.quick else 5.0)

@@ -113,8 +113,9 @@ class WorkerProcess:
 
 
 class WorkerGroup:
-    """``n`` :class:`WorkerProcess` es in one consumer group, seen as one worker: started one
-    after the other, ``/stats`` counters summed, CPU summed (:func:`cpu_seconds` of ``pids``)."""
+    """Worker processes (:class:`WorkerProcess`) in one consumer group, seen as one worker:
+    started one after the other, ``/stats`` counters summed, CPU summed (:func:`cpu_seconds` of
+    ``pids``)."""
 
     def __init__(self, workers: Sequence[WorkerProcess]) -> None:
         if not workers:
@@ -128,10 +129,6 @@ class WorkerGroup:
     @property
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.pid is not None]
-
-    @property
-    def log_path(self) -> Path:
-        return self.workers[0].log_path
 
     def dead(self) -> Path | None:
         """The log of a worker that has exited, if one has."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,16 +18,23 @@ pytestmark = pytest.mark.integration
 DATA_DIR = Path(__file__).resolve().parents[2] / ".data"
 
 
-def test_quick_run_reports_consistent_counts(
-    bootstrap: str, encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _quick_report(
+    bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *flags: str
+) -> dict[str, Any]:
+    """``bench pipeline --quick`` on the test broker, two partitions; the JSON report."""
     monkeypatch.setenv("CROSSPROFILE_BROKER", bootstrap)
     monkeypatch.setenv("CROSSPROFILE_DATA_DIR", str(DATA_DIR))
     monkeypatch.setenv("CROSSPROFILE_PARTITIONS", "2")
     out = tmp_path / "pipeline.json"
+    assert main(["--quick", "--quiet", *flags, "--json", str(out)]) == 0
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
 
-    assert main(["--quick", "--quiet", "--json", str(out)]) == 0
-    report = json.loads(out.read_text())
+
+def test_quick_run_reports_consistent_counts(
+    bootstrap: str, encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = _quick_report(bootstrap, tmp_path, monkeypatch)
 
     assert report["quick"] is True
     assert report["settings"]["encoder_batch_size"] >= 1
@@ -68,13 +76,7 @@ def test_quick_run_with_a_group_of_two_workers(
     bootstrap: str, encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``--workers 2``: both join one group, share the partitions, and the report sums them."""
-    monkeypatch.setenv("CROSSPROFILE_BROKER", bootstrap)
-    monkeypatch.setenv("CROSSPROFILE_DATA_DIR", str(DATA_DIR))
-    monkeypatch.setenv("CROSSPROFILE_PARTITIONS", "2")
-    out = tmp_path / "pipeline.json"
-
-    assert main(["--quick", "--quiet", "--workers", "2", "--json", str(out)]) == 0
-    report = json.loads(out.read_text())
+    report = _quick_report(bootstrap, tmp_path, monkeypatch, "--workers", "2")
 
     assert report["options"]["workers"] == 2
     totals = report["totals"]
@@ -83,6 +85,8 @@ def test_quick_run_with_a_group_of_two_workers(
     assert totals["worker_events_in"] >= totals["events_produced"]
     for name in ("unique", "zipf"):
         assert report["pipeline"][name]["drained"] is True
+        cpu = report["pipeline"][name]["where_time_goes"]["cpu_cores_used"]
+        assert {"worker", "worker0", "worker1", "broker", "bench"} == set(cpu)
     # both workers did profile work: each learned part of the events (summed /stats counters)
     per_worker = report["worker_stats_per_process"]
     assert len(per_worker) == 2 and all(s["profiles"] > 0 for s in per_worker), per_worker
