@@ -351,8 +351,20 @@ class TrueEndConsumer(faust_aiokafka.Consumer):
         for record in records:
             if record.offset in acked:
                 continue
+            try:
+                await self.callback(self._to_message(tp, record))
+            except Exception as exc:  # e.g. stopping: the hole stays, a later round reads it
+                log.warning(
+                    "refill of %s:%d stopped at %d (%r)", tp.topic, tp.partition, record.offset, exc
+                )
+                return
             self.records_refilled += 1
-            await self.callback(self._to_message(tp, record))
+
+    async def on_stop(self) -> None:
+        """Cancel refills and log-start reads still under way, then stop as Faust does."""
+        for task in [*self._refills.values(), *self._log_start_asked.values()]:
+            task.cancel()
+        await super().on_stop()
 
 
 def _servers(transport: Any) -> list[str]:

@@ -253,3 +253,18 @@ def test_a_short_refill_gaps_nothing_and_a_moved_partition_gets_nothing(
     consumer._gap[other] = IntervalTree()
     asyncio.run(consumer._refill(other, 10, 14))
     assert delivered == [10] and not consumer._gap[other]
+
+
+def test_a_refill_that_cannot_deliver_stops_and_leaves_the_hole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tp = TP("t.events", 0)
+    consumer, _delivered = _refill_consumer(monkeypatch, [10, 11], complete=True)
+    consumer._gap[tp] = IntervalTree()
+
+    async def closed(message: int) -> None:
+        raise RuntimeError("channel closed")  # the worker is stopping
+
+    consumer.callback = closed
+    asyncio.run(consumer._refill(tp, 10, 12))  # no exception escapes the task
+    assert consumer.records_refilled == 0 and not consumer._gap[tp]
