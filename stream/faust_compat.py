@@ -33,9 +33,10 @@ callers and the tests).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aiokafka
@@ -97,17 +98,7 @@ async def fetch_high_watermarks(
         return {}
     keys = {TopicPartition(tp[0], tp[1]): tp for tp in start_offsets}
     tps = list(keys)
-    consumer = aiokafka.AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="latest",
-        fetch_max_wait_ms=PROBE_FETCH_MAX_WAIT_MS,
-        isolation_level="read_uncommitted",
-        **client_kwargs,
-    )
-    await consumer.start()
-    try:
+    async with _groupless_consumer(bootstrap_servers, "latest", **client_kwargs) as consumer:
         consumer.assign(tps)
         missing = [tp for tp in tps if start_offsets[keys[tp]] is None]
         listed: dict[TopicPartition, int] = {}
@@ -129,6 +120,26 @@ async def fetch_high_watermarks(
             # Any fetch response (with or without records) sets the partition's highwater.
             await consumer.getmany(*pending, timeout_ms=PROBE_FETCH_MAX_WAIT_MS * 2)
         return result
+
+
+@contextlib.asynccontextmanager
+async def _groupless_consumer(
+    bootstrap_servers: str | list[str], reset: str, **client_kwargs: Any
+) -> AsyncIterator[aiokafka.AIOKafkaConsumer]:
+    """A started, short-lived aiokafka consumer outside any group (no commits), stopped on exit;
+    it waits at most ``PROBE_FETCH_MAX_WAIT_MS`` on a partition with no new data."""
+    consumer = aiokafka.AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset=reset,
+        fetch_max_wait_ms=PROBE_FETCH_MAX_WAIT_MS,
+        isolation_level="read_uncommitted",
+        **client_kwargs,
+    )
+    await consumer.start()
+    try:
+        yield consumer
     finally:
         await consumer.stop()
 
@@ -400,17 +411,7 @@ async def fetch_range(
     ``end - 1`` or ``timeout_s`` runs out (then the second value is False and the list may be
     short). ``client_kwargs`` go to :class:`aiokafka.AIOKafkaConsumer`.
     """
-    consumer = aiokafka.AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_uncommitted",
-        fetch_max_wait_ms=PROBE_FETCH_MAX_WAIT_MS,
-        **client_kwargs,
-    )
-    await consumer.start()
-    try:
+    async with _groupless_consumer(bootstrap_servers, "earliest", **client_kwargs) as consumer:
         consumer.assign([tp])
         consumer.seek(tp, start)
         deadline = time.monotonic() + timeout_s
@@ -425,8 +426,6 @@ async def fetch_range(
             if await consumer.position(tp) >= end:
                 return found, True
         return found, False
-    finally:
-        await consumer.stop()
 
 
 def consumer_counters(app: faust.App) -> dict[str, int]:
