@@ -19,6 +19,8 @@ several apps in one process (tests) do not mix. What is exported (see ``docs/ope
 - histograms: encoder batch size and seconds, event → recommendation seconds (from the moment
   this worker's ingest agent received the event to the recommendation's send; observed when
   the same worker ingests the event and serves the person, i.e. all of them with one worker);
+  event-loop lag (how late a timer on the worker's event loop wakes: every agent, send and
+  fetch hand-off shares that one thread, so lag there is latency everywhere);
 - gauges: profiles held, persons and accounts known, items indexed, recovery and rebalance
   state, broker reachability.
 """
@@ -30,7 +32,7 @@ import concurrent.futures
 import functools
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -64,6 +66,10 @@ ENCODER_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 #: Events waiting for their recommendation (to measure latency); oldest are dropped beyond it.
 MAX_TRACKED_EVENTS = 100_000
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+#: the loop-lag probe's timer period, and how many recent readings ``/stats`` summarises
+LOOP_LAG_EVERY_S = 0.05
+LOOP_LAG_RECENT = 200  # ten seconds at the period above
 
 Key = tuple[str, str, int]  # group, topic, partition
 
@@ -180,6 +186,14 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.event_loop_lag_seconds = Histogram(
+            "crossprofile_event_loop_lag_seconds",
+            f"How late a {LOOP_LAG_EVERY_S * 1000:g} ms timer on the worker's event loop woke "
+            "(the loop busy with other work, or waiting for the GIL).",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self.loop_lag_recent: deque[float] = deque(maxlen=LOOP_LAG_RECENT)
         self.stalls = StallDetector(stall_after_s)
         self.lag: GroupLag | None = None
         self.lag_read_at: float | None = None  # monotonic
@@ -211,6 +225,35 @@ class WorkerMetrics:
         seconds = max(0.0, (time.monotonic() if now is None else now) - t0)
         self.event_to_recommendation_seconds.labels(deferred=str(deferred).lower()).observe(seconds)
         return seconds
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        self.event_loop_lag_seconds.observe(seconds)
+        self.loop_lag_recent.append(seconds)
+
+    def loop_lag_summary(self) -> dict[str, Any]:
+        """p50 / p99 / max of the recent loop-lag readings, in ms (for ``/stats``)."""
+        if not self.loop_lag_recent:
+            return {"p50_ms": None, "p99_ms": None, "max_ms": None, "readings": 0}
+        xs = sorted(self.loop_lag_recent)
+
+        def pick(q: float) -> float:
+            return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000.0, 2)
+
+        return {
+            "p50_ms": pick(0.5),
+            "p99_ms": pick(0.99),
+            "max_ms": round(xs[-1] * 1000.0, 2),
+            "readings": len(xs),
+        }
+
+    async def run_loop_lag_probe(self, every_s: float = LOOP_LAG_EVERY_S) -> None:
+        """Sleep ``every_s`` again and again; how much later than asked each wake-up comes is
+        the event loop's lag."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(every_s)
+            self.observe_loop_lag(max(0.0, loop.time() - t0 - every_s))
 
     # -- lag -------------------------------------------------------------------------------
     def record_lag(self, lag: GroupLag, now: float | None = None) -> list[Key]:
@@ -544,5 +587,9 @@ def install_metrics(app: faust.App, settings: Settings | None = None) -> WorkerM
     async def refresh_lag() -> None:
         await metrics.run_lag_refresher(bootstrap, topics, _assigned(app))
 
+    async def probe_loop_lag() -> None:
+        await metrics.run_loop_lag_probe()
+
     app.task(refresh_lag)
+    app.task(probe_loop_lag)
     return metrics

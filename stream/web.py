@@ -49,6 +49,7 @@ def stats(app: faust.App) -> dict[str, Any]:
             "cache_hits": rt.encoder.cache_hits,
             "cache_misses": rt.encoder.cache_misses,
         },
+        "event_loop_lag": rt.metrics.loop_lag_summary() if rt.metrics is not None else None,
     }
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Final
 
+from stream.bench import hops
 from stream.bench.rig import Probe, Rig, Watcher, WorkerGroup, merge_stats, window_report
 from stream.bench.stats import backlog_target, interval_rates, percentiles, sustained_rate
 from stream.bench.streams import EventStream
@@ -116,6 +117,8 @@ def latency_phase(rig: Rig, stream: EventStream, rate: float, opts: Options) -> 
     """Produce ``rate`` events/s for ``latency_s``; time each event to its recommendation."""
     produced0, learned0 = rig.produced, rig.watcher.learned
     sent_at: dict[str, float] = {}
+    sent_ms: dict[str, float] = {}  # wall clock, for the hop split
+    offsets = hops.end_offsets(rig.bootstrap, list(rig.hop_topics)) if rig.hop_topics else {}
     interval = 1.0 / rate
     n = max(1, round(rate * opts.latency_s))
     bar = _bar(opts.latency_s, f"latency at {rate:.0f} events/s", rig.progress)
@@ -130,6 +133,7 @@ def latency_phase(rig: Rig, stream: EventStream, rate: float, opts: Options) -> 
         rig.send(ev)
         if now - t0 >= opts.latency_warmup_s:
             sent_at[ev.event_id] = now
+            sent_ms[ev.event_id] = time.time() * 1000.0
         if i % max(1, round(rate / 2)) == 0:
             bar.n = round(now - t0)
             bar.refresh()
@@ -144,6 +148,7 @@ def latency_phase(rig: Rig, stream: EventStream, rate: float, opts: Options) -> 
         (received[e] - t) * 1000 for e, t in sent_at.items() if e in received and e not in deferred
     ]
     late = [(received[e] - t) * 1000 for e, t in sent_at.items() if e in deferred]
+    by_hop = _hop_split(rig, offsets, {e: t for e, t in sent_ms.items() if e not in deferred})
     return {
         "stream": stream.name,
         "rate_target": round(rate, 1),
@@ -157,7 +162,24 @@ def latency_phase(rig: Rig, stream: EventStream, rate: float, opts: Options) -> 
         "without_recommendation": sum(1 for e in sent_at if e not in received),
         "drained": drained,
         "where_time_goes": window_report(first, last),
+        "by_hop": by_hop,
     }
+
+
+def _hop_split(rig: Rig, offsets: dict[Any, int], sent_ms: dict[str, float]) -> dict[str, Any]:
+    """Each timed event's latency split by hop (:mod:`stream.bench.hops`); a failure to read the
+    topics back is reported, not raised: the phase's figures stand without it."""
+    if not offsets:
+        return {}
+    try:
+        resolve, persons = (
+            hops.created_at(rig.bootstrap, {tp: o for tp, o in offsets.items() if tp.topic == t})
+            for t in rig.hop_topics
+        )
+    except Exception as exc:  # a diagnostic: the phase's figures stand without it
+        return {"error": repr(exc)}
+    w = rig.watcher
+    return hops.split(sent_ms, resolve, persons, w.generated_ms, w.read_ms)
 
 
 # --- encoder -------------------------------------------------------------------------------------
@@ -187,7 +209,10 @@ def run_phases(
     pids = {**pids, "worker": worker.pids, "bench": os.getpid()}
     if n > 1:  # each worker's share too (the group's is "worker")
         pids.update({f"worker{i}": pid for i, pid in enumerate(worker.pids)})
-    rig = Rig(bootstrap, worker, producer, watcher, wsettings.events_topic, pids, progress)
+    rig = Rig(
+        bootstrap, worker, producer, watcher, wsettings.events_topic, pids, progress,
+        hop_topics=(f"{prefix}.resolve", f"{prefix}.persons"),
+    )  # fmt: skip
     try:
         idle = idle_phase(rig, 3.0 if opts.quick else 5.0)
         phases: dict[str, dict[str, Any]] = {}

@@ -19,7 +19,9 @@ worker`` process on a fresh topic prefix and consumer group, and measures:
 * **event → recommendation latency** — unique events produced at a paced rate (half the unique
   max rate), from just before ``send`` to the moment a recommendation naming the event as its
   trigger is read back from the recommendations topic (deferred ones — held back by the
-  person's refresh interval — are counted apart).
+  person's refresh interval — are counted apart). Each event's latency is also split by hop
+  (:mod:`stream.bench.hops`: to ingest's output, to identity's, to the recommendation, to the
+  reader) from the internal topics' record times, beside the worker's event-loop lag.
 * **profile state size** — bytes of one person's :class:`stream.profile.InterestProfile` after
   10, 100 and 1,000 events, encoded with Faust's ``pickle`` codec exactly as the worker's
   profile table stores it (and as raw ``pickle.dumps``), computed in this process.
@@ -241,11 +243,11 @@ def _num(x: Any, fmt: str = ".1f") -> str:
 def format_table(report: Mapping[str, Any]) -> str:
     """The figures as a plain-text table, then the targets."""
     enc, lat = report["encoder_raw"], report["latency"]
-    head = f"{'measure':<44} {'value':>12}"
+    head = f"{'measure':<44} {'value':>14}"
     lines = [head, "-" * len(head)]
 
     def row(name: str, value: str) -> None:
-        lines.append(f"{name:<44} {value:>12}")
+        lines.append(f"{name:<44} {value:>14}")
 
     row(f"raw encoder, batch {enc['batch_size']} (sentences/s)", _num(enc["sentences_per_s"]))
     row("raw encoder, one sorted call (sentences/s)", _num(enc["sentences_per_s_one_sorted_call"]))
@@ -262,6 +264,12 @@ def format_table(report: Mapping[str, Any]) -> str:
         row(key, _num(value, ".3f"))
     row(f"latency p50 at {lat['rate_target']:g} events/s (ms)", _num(lat["latency_ms"]["p50"]))
     row(f"latency p99 at {lat['rate_target']:g} events/s (ms)", _num(lat["latency_ms"]["p99"]))
+    for hop, q in (lat.get("by_hop") or {}).get("hops_ms", {}).items():
+        row(f"  {hop} p50 / p99 (ms)", f"{_num(q['p50'])} / {_num(q['p99'])}")
+    loop_lag = lat["where_time_goes"].get("event_loop_lag_ms") or {}
+    if loop_lag.get("readings"):
+        lag = f"{loop_lag['p50_ms']} / {loop_lag['p99_ms']}"
+        row("  worker event-loop lag p50 / p99 (ms)", lag)
     for n, sizes in report["state_bytes_per_person"].items():
         row(f"profile state after {n} events (bytes)", str(sizes["codec_bytes"]))
     lines.append("")

@@ -148,20 +148,35 @@ class WorkerGroup:
 
 def merge_stats(stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Several workers' ``/stats`` as one: numbers summed key by key (nested too), anything else
-    (names, lists) taken from the first.
+    (names, lists) taken from the first; of the event-loop lag summaries the worst.
 
     >>> merge_stats([{"n": 1, "e": {"s": 0.5, "p": "cpu"}}, {"n": 2, "e": {"s": 1.0, "p": "cpu"}}])
     {'n': 3, 'e': {'s': 1.5, 'p': 'cpu'}}
+    >>> merge_stats([{"event_loop_lag": {"p99_ms": 3.0}}, {"event_loop_lag": {"p99_ms": 9.0}}])
+    {'event_loop_lag': {'p99_ms': 9.0}}
     """
     out: dict[str, Any] = {}
     for key, first in stats[0].items():
         values = [s.get(key) for s in stats]
-        if isinstance(first, Mapping):
+        if key == "event_loop_lag" and isinstance(first, Mapping):
+            out[key] = _worst(values)
+        elif isinstance(first, Mapping):
             out[key] = merge_stats([v if isinstance(v, Mapping) else {} for v in values])
         elif isinstance(first, int | float) and not isinstance(first, bool):
             out[key] = sum(v for v in values if isinstance(v, int | float))
         else:
             out[key] = first
+    return out
+
+
+def _worst(summaries: Sequence[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for s in summaries:
+        for k, v in (s or {}).items():
+            if isinstance(v, int | float) and (out.get(k) is None or v > out[k]):
+                out[k] = v
+            else:
+                out.setdefault(k, v)
     return out
 
 
@@ -190,6 +205,9 @@ class Watcher(threading.Thread):
         self.recommendations = 0
         self.received: dict[str, float] = {}
         self.deferred: set[str] = set()
+        #: per event id: the recommendation's ``generated_at`` and when it was read (wall ms)
+        self.generated_ms: dict[str, float] = {}
+        self.read_ms: dict[str, float] = {}
         self.pace_s = 0.0
         self._halt = threading.Event()
 
@@ -232,10 +250,14 @@ class Watcher(threading.Thread):
         if value is None:
             return
         self.recommendations += 1
-        trigger = json.loads(value).get("trigger") or {}
+        msg = json.loads(value)
+        trigger = msg.get("trigger") or {}
         event_id = trigger.get("event_id")
         if isinstance(event_id, str) and event_id not in self.received:
             self.received[event_id] = now
+            self.read_ms[event_id] = time.time() * 1000.0
+            if isinstance(msg.get("generated_at"), int | float):
+                self.generated_ms[event_id] = float(msg["generated_at"])
             if trigger.get("deferred"):
                 self.deferred.add(event_id)
 
@@ -266,6 +288,9 @@ class Rig:
     events_topic: str
     pids: dict[str, int | list[int] | None]
     progress: bool
+    #: the worker's internal topics between the agents (``resolve``, ``persons``), read back
+    #: after the latency phase to split each event's latency by hop (:mod:`stream.bench.hops`)
+    hop_topics: tuple[str, ...] = ()
     produced: int = 0
     samples: list[Sample] = field(default_factory=list)
 
@@ -307,6 +332,8 @@ def window_report(a: Probe, b: Probe) -> dict[str, Any]:
         "cache_hit_rate": round(d["cache_hits"] / lookups, 3) if lookups else None,
         "cache_misses": d["cache_misses"],
         "recommendations_out": b.stats["recommendations_out"] - a.stats["recommendations_out"],
+        # the worker's event-loop lag over the last ~10 s before the window's end
+        "event_loop_lag_ms": b.stats.get("event_loop_lag"),
     }
 
 

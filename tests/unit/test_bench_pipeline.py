@@ -202,3 +202,34 @@ def test_help_teaches(capsys: pytest.CaptureFixture[str]) -> None:
     assert "crossprofile bench pipeline --json" in out
     assert "--quick" in out and "CROSSPROFILE_" in out
     assert "pipeline" in bench_cli.BENCHMARKS
+
+
+def test_hop_split_adds_up_and_skips_events_missing_a_stage() -> None:
+    from stream.bench.hops import HOPS, split
+
+    sent = {"a": 0.0, "b": 100.0, "c": 200.0}
+    resolved = {"a": 10.0, "b": 104.0, "c": 201.0}
+    routed = {"a": 30.0, "b": 110.0}  # c never reached identity's output
+    generated = {"a": 70.0, "b": 150.0}
+    read = {"a": 75.0, "b": 170.0}
+    r = split(sent, resolved, routed, generated, read)
+    assert (r["events"], r["events_missing_a_stage"]) == (2, 1)
+    assert list(r["hops_ms"]) == list(HOPS)
+    p50 = {h: r["hops_ms"][h]["p50"] for h in HOPS}
+    assert p50 == {
+        "to_ingest_output": 7.0,
+        "ingest_to_identity_output": 13.0,
+        "identity_to_recommendation": 40.0,
+        "recommendation_to_reader": 12.5,
+    }
+    assert sum(p50.values()) == (75.0 + 70.0) / 2  # the hops add up to the latency
+
+
+def test_hop_reader_finds_the_event_in_both_internal_record_shapes() -> None:
+    from stream.bench.hops import _event_id
+
+    assert _event_id(b'{"event_id": "e1", "type": "view"}') == "e1"
+    assert _event_id(b'{"kind": "event", "person": "p", "event": {"event_id": "e2"}}') == "e2"
+    assert _event_id(b'{"kind": "merge_out", "person": "p", "into": "q"}') is None
+    assert _event_id(b"not json") is None
+    assert _event_id(None) is None

@@ -161,3 +161,32 @@ def test_readiness_needs_a_recent_successful_broker_reading() -> None:
     assert not ready and "refused" in detail["broker_error"]
     m.record_lag(build_group_lag("g", {}, {}), now=0.0)
     assert not m.broker_reachable(now=100.0)  # stale reading
+
+
+def test_event_loop_lag_is_a_histogram_and_a_recent_summary() -> None:
+    m = WorkerMetrics("g")
+    assert m.loop_lag_summary()["readings"] == 0
+    for ms in [1.0] * 98 + [40.0, 300.0]:
+        m.observe_loop_lag(ms / 1000.0)
+    s = parse(m)
+    assert value(s, "crossprofile_event_loop_lag_seconds_count") == 100
+    assert value(s, "crossprofile_event_loop_lag_seconds_bucket", le="0.0025") == 98
+    summary = m.loop_lag_summary()
+    assert summary == {"p50_ms": 1.0, "p99_ms": 300.0, "max_ms": 300.0, "readings": 100}
+
+
+def test_event_loop_lag_probe_measures_a_blocked_loop() -> None:
+    import asyncio
+    import time
+
+    m = WorkerMetrics("g")
+
+    async def main() -> None:
+        probe = asyncio.ensure_future(m.run_loop_lag_probe(every_s=0.01))
+        await asyncio.sleep(0.03)
+        time.sleep(0.2)  # the loop blocked: the probe's next wake-up is late by about this much
+        await asyncio.sleep(0.03)
+        probe.cancel()
+
+    asyncio.run(main())
+    assert m.loop_lag_summary()["max_ms"] >= 150.0
