@@ -51,7 +51,14 @@ from .identity import IdentityGraph
 from .ingest import Rejection, parse_event
 from .models import Event, Item
 from .ops import LatestRecommendations
-from .pipeline import item_key, new_profile, observation, recommendation_message, text_key
+from .pipeline import (
+    item_key,
+    new_profile,
+    observation,
+    recommendation_message,
+    recommendation_messages,
+    text_key,
+)
 from .profile import InterestProfile
 from .recommend import ItemIndex, Signals
 from .settings import Settings
@@ -324,27 +331,59 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
         )
 
     async def _publish_recs(
-        pid: str, ev: Event, prof: InterestProfile, accounts: list[str], *, deferred: bool = False
+        due: Sequence[tuple[str, Event, InterestProfile, list[str]]], *, deferred: bool = False
     ) -> None:
-        """Publish now, or — inside the person's refresh interval — leave it to the timer."""
+        """Publish recommendations for ``(person, trigger event, profile, accounts)`` in order:
+        now, or — inside the person's refresh interval — left to the timer. Those due now are
+        ranked together (the item vectors read once for all of them)."""
         now = time.monotonic()
-        if now - rt.last_refresh.get(pid, -1e9) < settings.refresh_interval_s:
-            rt.pending[pid] = (ev, accounts)
+        interval = settings.refresh_interval_s
+        ready: list[tuple[str, Event, InterestProfile, list[str]]] = []
+        claimed: set[str] = set()  # a person's second event here falls inside its interval
+        for pid, ev, prof, accounts in due:
+            if interval > 0 and (pid in claimed or now - rt.last_refresh.get(pid, -1e9) < interval):
+                rt.pending[pid] = (ev, accounts)
+                continue
+            rt.pending.pop(pid, None)
+            claimed.add(pid)
+            ready.append((pid, ev, prof, accounts))
+        if not ready:
             return
-        rt.pending.pop(pid, None)
-        msg = recommendation_message(
-            pid, ev, prof, rt.index, settings, accounts, _now_ms(), signals=rt.signals
-        )
-        if msg is None:
-            return
-        msg["trigger"]["deferred"] = deferred
-        rt.last_refresh[pid] = now
-        rt.counters.recommendations_out += 1
-        rt.latest_recs.put(pid, msg)  # for /persons/{id}/recommendations and the ops page
-        if rt.metrics is not None:
-            rt.metrics.recommendation_sent(ev.event_id, deferred=deferred)
-        await recs_topic.send(key=pid, value=msg)
-        await profiles_topic.send(key=pid, value=prof.to_json(pid, accounts))
+        msgs = _rank(ready)
+        for (pid, ev, prof, accounts), msg in zip(ready, msgs, strict=True):
+            if msg is None:
+                continue
+            msg["trigger"]["deferred"] = deferred
+            rt.last_refresh[pid] = now
+            rt.counters.recommendations_out += 1
+            rt.latest_recs.put(pid, msg)  # for /persons/{id}/recommendations and the ops page
+            if rt.metrics is not None:
+                rt.metrics.recommendation_sent(ev.event_id, deferred=deferred)
+            await recs_topic.send(key=pid, value=msg)
+            await profiles_topic.send(key=pid, value=prof.to_json(pid, accounts))
+
+    def _rank(
+        ready: list[tuple[str, Event, InterestProfile, list[str]]],
+    ) -> list[dict[str, Any] | None]:
+        """The messages for ``ready``, ranked together; if that fails, one by one, so one bad
+        profile costs only its own recommendation."""
+        now_ms = _now_ms()
+        try:
+            return recommendation_messages(ready, rt.index, settings, now_ms, signals=rt.signals)
+        except Exception:
+            logger.exception("ranking %d persons together failed; ranking one by one", len(ready))
+        out: list[dict[str, Any] | None] = []
+        for pid, ev, prof, accounts in ready:
+            try:
+                out.append(
+                    recommendation_message(
+                        pid, ev, prof, rt.index, settings, accounts, now_ms, signals=rt.signals
+                    )
+                )
+            except Exception:
+                logger.exception("recommendation failed for %s", pid)
+                out.append(None)
+        return out
 
     if settings.refresh_interval_s > 0:
 
@@ -352,6 +391,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
         async def trailing_refresh() -> None:
             """A person's last change inside an interval still goes out once the interval ends."""
             now = time.monotonic()
+            due: list[tuple[str, Event, InterestProfile, list[str]]] = []
             for pid, (ev, accounts) in list(rt.pending.items()):
                 if now - rt.last_refresh.get(pid, -1e9) < settings.refresh_interval_s:
                     continue
@@ -359,7 +399,8 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                 if prof is None:  # erased, merged away, or moved to another worker
                     rt.pending.pop(pid, None)
                     continue
-                await _publish_recs(pid, ev, prof, accounts, deferred=True)
+                due.append((pid, ev, prof, accounts))
+            await _publish_recs(due, deferred=True)
 
     @app.agent(persons_topic)
     async def profile(stream: faust.StreamT[Any]) -> None:
@@ -418,18 +459,25 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             # commit, and a late write here could land in the changelog after its recovery, a
             # late ack commit an offset for a partition not ours (Faust's ack does not check).
             owned: set[Any] | None = None  # set once a rebalance has overtaken the batch
+            # recommendations of the batch's events, published together once the batch is
+            # learned (or before a merge or erase, so nothing about a person follows those)
+            due: list[tuple[str, Event, InterestProfile, list[str]]] = []
             for i, cmd in enumerate(batch.commands):
                 owned = await ownership(app, batch.generation, owned)
                 if owned is not None and batch.events[i].message.tp not in owned:
                     continue
+                if cmd.get("kind") != "event" and due:
+                    await _publish_due(due)
                 try:
                     await _apply(
                         cmd,
                         batch.parsed[i],
                         vectors[batch.slot[i]] if i in batch.slot and vectors is not None else None,
+                        due,
                     )
                 except Exception:  # never die on one bad command
                     logger.exception("profile update failed for %s", cmd.get("person"))
+            await _publish_due(due)
             owned = await ownership(app, batch.generation, owned)
             left = 0
             for e in batch.events:
@@ -445,7 +493,19 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                     left,
                 )
 
-    async def _apply(cmd: dict[str, Any], ev: Event | None, vector: Any) -> None:
+    async def _publish_due(due: list[tuple[str, Event, InterestProfile, list[str]]]) -> None:
+        try:
+            await _publish_recs(due)
+        except Exception:  # never die on one bad batch
+            logger.exception("publishing %d recommendations failed", len(due))
+        due.clear()
+
+    async def _apply(
+        cmd: dict[str, Any],
+        ev: Event | None,
+        vector: Any,
+        due: list[tuple[str, Event, InterestProfile, list[str]]],
+    ) -> None:
         kind, pid = cmd.get("kind"), cmd["person"]
         if kind == "event" and ev is not None:
             prof = profiles.get(pid) or new_profile(settings)
@@ -469,7 +529,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             prof.learn(observation(ev, vector, settings))
             profiles[pid] = prof
             if prof.last_change > 0:
-                await _publish_recs(pid, ev, prof, list(cmd.get("accounts") or []))
+                due.append((pid, ev, prof, list(cmd.get("accounts") or [])))
         elif kind == "merge_out":
             absorbed = profiles.pop(pid, None)
             rt.latest_recs.pop(pid)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .models import Event, Item
 from .profile import InterestProfile
-from .recommend import ItemIndex, Signals, recommend_blended
+from .recommend import ItemIndex, Scored, Signals, recommend_blended, recommend_blended_many
 from .settings import Settings
 
 _SPLIT = re.compile(r"\s*[|,;/]\s*")
@@ -107,6 +107,35 @@ def recommendation_message(
         scored = index.recommend(
             profile, settings.top_k, platform=event.platform, now=profile.updated_at
         )
+    return _message(person_id, event, accounts, scored, now_ms)
+
+
+def recommendation_messages(
+    requests: Sequence[tuple[str, Event, InterestProfile, list[str]]],
+    index: ItemIndex,
+    settings: Settings,
+    now_ms: int,
+    *,
+    signals: Signals,
+) -> list[dict[str, Any] | None]:
+    """:func:`recommendation_message` (with ``signals``) for several ``(person_id, event,
+    profile, accounts)`` at once: the same messages, the item vectors read once for all of them
+    (:func:`~stream.recommend.recommend_blended_many`)."""
+    scored = recommend_blended_many(
+        index,
+        [(prof, ev.platform, prof.updated_at) for _pid, ev, prof, _acc in requests],
+        signals,
+        settings.top_k,
+    )
+    return [
+        _message(pid, ev, accounts, s, now_ms)
+        for (pid, ev, _prof, accounts), s in zip(requests, scored, strict=True)
+    ]
+
+
+def _message(
+    person_id: str, event: Event, accounts: list[str], scored: list[Scored], now_ms: int
+) -> dict[str, Any] | None:
     if not scored:
         return None
     return {
@@ -130,6 +159,7 @@ __all__ = [
     "new_profile",
     "observation",
     "recommendation_message",
+    "recommendation_messages",
     "signal_weight",
     "text_key",
 ]

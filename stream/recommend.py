@@ -10,7 +10,7 @@ Each recommended item names the interest it came from, that interest's label and
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,6 +214,7 @@ class ItemIndex:
         exclude: Iterable[str] = (),
         prior: np.ndarray | None = None,
         content_weight: float = 1.0,
+        dots: np.ndarray | None = None,
     ) -> list[Scored]:
         """Top ``k`` for ``profile``, at most ``max_interests`` interests sharing the slots.
 
@@ -221,10 +222,12 @@ class ItemIndex:
         optional per-row score (rows in upsert order, length ≥ ``len(self)``; e.g.
         :meth:`Signals.prior`) added to every interest's ``content_weight`` × cosine, so
         collaborative and popularity evidence can be blended into the per-interest lists
-        before the slots are shared out.
+        before the slots are shared out. ``dots``, when given, are the cosines of
+        :meth:`active_interests` against every row already computed (one matrix product for
+        many profiles, :func:`recommend_blended_many`); they are used when every item is scored.
         """
         n = len(self._items)
-        interests = [i for i in profile.interests(now)[:max_interests] if i.weight > 0]
+        interests = self.active_interests(profile, now, max_interests)
         if n == 0 or not interests:
             return []
         allowed = None if platform is None else self.allowed(platform)
@@ -235,10 +238,11 @@ class ItemIndex:
         cols = None
         if self._ann is not None and n >= self.ann_min_items:
             cols = self._candidates(centroids, p, n, pool + min(int(dropped.size), pool))
-        sims = self._scores(centroids, content_weight, p, allowed, dropped, n, cols)
+        given = dots if dots is not None and dots.shape == (len(interests), n) else None
+        sims = self._scores(centroids, content_weight, p, allowed, dropped, n, cols, given)
         if cols is not None and int(np.isfinite(sims).sum(axis=1).min()) < pool:
             cols = None  # the filters left too few candidates: score every item
-            sims = self._scores(centroids, content_weight, p, allowed, dropped, n, None)
+            sims = self._scores(centroids, content_weight, p, allowed, dropped, n, None, given)
             self.ann_fallbacks += 1
         elif cols is not None:
             self.ann_answers += 1
@@ -272,6 +276,22 @@ class ItemIndex:
             m = (m + 1) % len(interests)
         return out
 
+    @staticmethod
+    def active_interests(
+        profile: InterestProfile, now: int | None = None, max_interests: int = 8
+    ) -> list[Interest]:
+        """The interests a recommendation shares its slots among: the heaviest
+        ``max_interests`` with a positive weight at ``now``."""
+        return [i for i in profile.interests(now)[:max_interests] if i.weight > 0]
+
+    def exact(self) -> bool:
+        """Whether a recommendation scores every item now (no HNSW candidates yet)."""
+        return self._ann is None or len(self._items) < self.ann_min_items
+
+    def cosines(self, centroids: np.ndarray) -> np.ndarray:
+        """(rows of ``centroids``, items) cosines against every item, as one matrix product."""
+        return _dot(np.asarray(centroids, dtype=np.float32), self._vectors[: len(self._items)])
+
     def _candidates(
         self, centroids: np.ndarray, prior: np.ndarray | None, n: int, count: int
     ) -> np.ndarray:
@@ -301,13 +321,18 @@ class ItemIndex:
         dropped: np.ndarray,
         n: int,
         cols: np.ndarray | None,
+        dots: np.ndarray | None = None,
     ) -> np.ndarray:
         """(interests, columns) blended scores: a column per row ``< n``, or per ``cols`` entry;
-        -inf where the item may not be shown."""
-        if content_weight != 1.0:
-            centroids = centroids * np.float32(content_weight)
+        -inf where the item may not be shown. ``dots``: the cosines against every row ``< n``,
+        already computed."""
         sel: slice | np.ndarray = slice(0, n) if cols is None else cols
-        sims = _dot(centroids, self._vectors[sel])
+        if dots is not None and cols is None:
+            sims = dots * np.float32(content_weight)
+        else:
+            if content_weight != 1.0:
+                centroids = centroids * np.float32(content_weight)
+            sims = _dot(centroids, self._vectors[sel])
         if prior is not None:
             sims += prior[:, sel] if prior.ndim == 2 else prior[None, sel]
         if allowed is not None:
@@ -608,6 +633,7 @@ def recommend_blended(
     now: int | None = None,
     platform: str | None = None,
     exclude: Iterable[str] = (),
+    dots: np.ndarray | None = None,
 ) -> list[Scored]:
     """What the stream recommends (and ``crossprofile evaluate`` measures): the person's interests
     by cosine × ``signals.content`` plus the :meth:`Signals.prior`, shared across interests by
@@ -623,12 +649,49 @@ def recommend_blended(
             exclude=exclude,
             prior=prior,
             content_weight=signals.content,
+            dots=dots,
         )
         if scored:
             return scored
     return index.top_by_score(
         prior, k, exclude_rows=index.consumed_rows(profile, exclude), platform=platform
     )
+
+
+def recommend_blended_many(
+    index: ItemIndex,
+    requests: Sequence[tuple[InterestProfile | None, str | None, int | None]],
+    signals: Signals,
+    k: int,
+) -> list[list[Scored]]:
+    """:func:`recommend_blended` for several ``(profile, platform, now)`` requests at once.
+
+    Where every item is scored (no HNSW candidates yet), the cosines of all the requests'
+    interests come from one matrix product instead of one pass over the item vectors per
+    request: the vectors (1.5 MB per 1,000 items) are read once, not once per person. The
+    results are those of :func:`recommend_blended` on each request.
+    """
+    dots: list[np.ndarray | None] = [None] * len(requests)
+    if index.exact() and len(requests) > 1 and len(index):
+        blocks: list[np.ndarray] = []
+        spans: list[tuple[int, int, int]] = []
+        at = 0
+        for r, (profile, _platform, now) in enumerate(requests):
+            if profile is None:
+                continue
+            interests = index.active_interests(profile, now)
+            if interests:
+                blocks.append(np.stack([i.centroid for i in interests]))
+                spans.append((r, at, at + len(interests)))
+                at += len(interests)
+        if blocks:
+            everything = index.cosines(np.concatenate(blocks))
+            for r, a, b in spans:
+                dots[r] = everything[a:b]
+    return [
+        recommend_blended(index, profile, signals, k, now=now, platform=platform, dots=d)
+        for (profile, platform, now), d in zip(requests, dots, strict=True)
+    ]
 
 
 def _rows_union(a: np.ndarray, b: np.ndarray | None) -> np.ndarray:
@@ -657,4 +720,4 @@ def _quotas(weights: list[float], k: int) -> list[int]:
     return quotas
 
 
-__all__ = ["ItemIndex", "Scored", "Signals", "recommend_blended", "top_k"]
+__all__ = ["ItemIndex", "Scored", "Signals", "recommend_blended", "recommend_blended_many", "top_k"]

@@ -10,7 +10,13 @@ import pytest
 from stream.bench.index_bench import clustered, profile_of
 from stream.models import Item
 from stream.profile import InterestProfile
-from stream.recommend import ItemIndex, Signals, _quotas, recommend_blended
+from stream.recommend import (
+    ItemIndex,
+    Signals,
+    _quotas,
+    recommend_blended,
+    recommend_blended_many,
+)
 
 DIM = 8
 
@@ -286,3 +292,50 @@ def test_hnsw_follows_an_item_whose_vector_changed() -> None:
     got = [r.item_id for r in ann.recommend(profile, 10)]
     assert f"i{moved}" in got and got == [r.item_id for r in exact.recommend(profile, 10)]
     assert len(ann) == 1_000
+
+
+def _blend_fixture() -> tuple[np.ndarray, ItemIndex, ItemIndex, Signals, list[InterestProfile]]:
+    vectors = clustered(1_500, 32, seed=11, clusters=10)
+    exact, ann = _twin_indexes(vectors)
+    signals = Signals(window=5)
+    rng = np.random.default_rng(12)
+    profiles: list[InterestProfile] = []
+    for _ in range(12):
+        rows = [int(r) for r in rng.integers(len(vectors), size=int(rng.integers(1, 15)))]
+        profile = profile_of(vectors, rows)
+        for r in rows:
+            signals.learn(profile, exact, f"i{r}", len(profiles) * 100 + r)
+        profiles.append(profile)
+    return vectors, exact, ann, signals, profiles
+
+
+def test_ranking_many_together_gives_each_ones_own_answer() -> None:
+    """One matrix product for a batch's persons ranks exactly as one pass per person does."""
+    _, exact, ann, signals, profiles = _blend_fixture()
+    requests: list[tuple[InterestProfile | None, str | None, int | None]] = [
+        (p, ("shop", None, "video")[i % 3], p.updated_at) for i, p in enumerate(profiles)
+    ]
+    requests += [(None, None, None), (InterestProfile(), "shop", None)]  # no profile, no interest
+    for index in (exact, ann):
+        together = recommend_blended_many(index, requests, signals, 10)
+        alone = [
+            recommend_blended(index, prof, signals, 10, now=now, platform=platform)
+            for prof, platform, now in requests
+        ]
+        assert [[r.item_id for r in rs] for rs in together] == [
+            [r.item_id for r in rs] for rs in alone
+        ]
+        for a, b in zip(together, alone, strict=True):
+            assert np.allclose([r.score for r in a], [r.score for r in b], atol=1e-5)
+            assert [(r.interest, r.label) for r in a] == [(r.interest, r.label) for r in b]
+    assert exact.exact() and not ann.exact()
+
+
+def test_precomputed_cosines_of_the_wrong_shape_are_not_used() -> None:
+    _, exact, _, _, profiles = _blend_fixture()
+    profile = profiles[0]
+    want = [r.item_id for r in exact.recommend(profile, 10)]
+    wrong = np.zeros((len(exact.active_interests(profile)) + 1, len(exact)), dtype=np.float32)
+    assert [r.item_id for r in exact.recommend(profile, 10, dots=wrong)] == want
+    right = exact.cosines(np.stack([i.centroid for i in exact.active_interests(profile)]))
+    assert [r.item_id for r in exact.recommend(profile, 10, dots=right)] == want
