@@ -52,6 +52,7 @@ from .ingest import Rejection, parse_event
 from .models import Event, Item
 from .ops import LatestRecommendations
 from .pipeline import (
+    Due,
     item_key,
     new_profile,
     observation,
@@ -330,15 +331,13 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             },
         )
 
-    async def _publish_recs(
-        due: Sequence[tuple[str, Event, InterestProfile, list[str]]], *, deferred: bool = False
-    ) -> None:
+    async def _publish_recs(due: Sequence[Due], *, deferred: bool = False) -> None:
         """Publish recommendations for ``(person, trigger event, profile, accounts)`` in order:
         now, or — inside the person's refresh interval — left to the timer. Those due now are
         ranked together (the item vectors read once for all of them)."""
         now = time.monotonic()
         interval = settings.refresh_interval_s
-        ready: list[tuple[str, Event, InterestProfile, list[str]]] = []
+        ready: list[Due] = []
         claimed: set[str] = set()  # a person's second event here falls inside its interval
         for pid, ev, prof, accounts in due:
             if interval > 0 and (pid in claimed or now - rt.last_refresh.get(pid, -1e9) < interval):
@@ -363,7 +362,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             await profiles_topic.send(key=pid, value=prof.to_json(pid, accounts))
 
     def _rank(
-        ready: list[tuple[str, Event, InterestProfile, list[str]]],
+        ready: list[Due],
     ) -> list[dict[str, Any] | None]:
         """The messages for ``ready``, ranked together; if that fails, one by one, so one bad
         profile costs only its own recommendation."""
@@ -391,7 +390,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
         async def trailing_refresh() -> None:
             """A person's last change inside an interval still goes out once the interval ends."""
             now = time.monotonic()
-            due: list[tuple[str, Event, InterestProfile, list[str]]] = []
+            due: list[Due] = []
             for pid, (ev, accounts) in list(rt.pending.items()):
                 if now - rt.last_refresh.get(pid, -1e9) < settings.refresh_interval_s:
                     continue
@@ -461,7 +460,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             owned: set[Any] | None = None  # set once a rebalance has overtaken the batch
             # recommendations of the batch's events, published together once the batch is
             # learned (or before a merge or erase, so nothing about a person follows those)
-            due: list[tuple[str, Event, InterestProfile, list[str]]] = []
+            due: list[Due] = []
             for i, cmd in enumerate(batch.commands):
                 owned = await ownership(app, batch.generation, owned)
                 if owned is not None and batch.events[i].message.tp not in owned:
@@ -493,7 +492,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                     left,
                 )
 
-    async def _publish_due(due: list[tuple[str, Event, InterestProfile, list[str]]]) -> None:
+    async def _publish_due(due: list[Due]) -> None:
         try:
             await _publish_recs(due)
         except Exception:  # never die on one bad batch
@@ -504,7 +503,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
         cmd: dict[str, Any],
         ev: Event | None,
         vector: Any,
-        due: list[tuple[str, Event, InterestProfile, list[str]]],
+        due: list[Due],
     ) -> None:
         kind, pid = cmd.get("kind"), cmd["person"]
         if kind == "event" and ev is not None:

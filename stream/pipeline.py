@@ -20,6 +20,9 @@ from .settings import Settings
 
 _SPLIT = re.compile(r"\s*[|,;/]\s*")
 
+#: a recommendation to publish: (person id, the event that triggered it, the profile, accounts)
+Due = tuple[str, Event, InterestProfile, list[str]]
+
 
 def text_key(event: Event) -> str | None:
     """Cache key for the text an event carries: item id + text hash, or the text hash alone."""
@@ -111,7 +114,7 @@ def recommendation_message(
 
 
 def recommendation_messages(
-    requests: Sequence[tuple[str, Event, InterestProfile, list[str]]],
+    requests: Sequence[Due],
     index: ItemIndex,
     settings: Settings,
     now_ms: int,
@@ -154,6 +157,7 @@ def _message(
 
 
 __all__ = [
+    "Due",
     "item_key",
     "item_terms",
     "new_profile",
