@@ -61,19 +61,17 @@ def split(
 
 
 def end_offsets(bootstrap: str, topics: list[str]) -> dict[Any, int]:
-    """The end offset of every partition of ``topics`` now."""
-    from kafka import KafkaConsumer, TopicPartition
+    """The true end offset of every partition of ``topics`` now (:func:`stream.broker.
+    log_end_offsets`: Tansu's ListOffsets-latest answers short of it)."""
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    try:
-        tps = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
-        return dict(consumer.end_offsets(tps)) if tps else {}
-    finally:
-        consumer.close()
+    from stream.broker import log_end_offsets
+
+    return {
+        TopicPartition(t, p): offset
+        for t in topics
+        for p, offset in log_end_offsets(bootstrap, t).items()
+    }
 
 
 def created_at(
@@ -95,7 +93,7 @@ def created_at(
     try:
         tps = list(since)
         consumer.assign(tps)
-        until = consumer.end_offsets(tps)
+        until = end_offsets(bootstrap, sorted({tp.topic for tp in tps}))
         for tp in tps:
             consumer.seek(tp, since[tp])
         left = {tp for tp in tps if until[tp] > since[tp]}
