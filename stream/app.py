@@ -61,7 +61,7 @@ from .pipeline import (
     text_key,
 )
 from .profile import InterestProfile
-from .recommend import ItemIndex, Signals
+from .recommend import ItemIndex, Signals, covisit_observations, covisit_record
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -219,28 +219,33 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
     )
     app.runtime = rt  # type: ignore[attr-defined]
     p = settings.topic_prefix
+    json_codec = faust_compat.JSON_CODEC  # orjson; numpy numbers written as numbers
 
     events_topic = app.topic(settings.events_topic, value_serializer="raw", key_serializer="raw")
-    dlq_topic = app.topic(settings.dlq_topic, value_serializer="json", key_serializer="raw")
+    dlq_topic = app.topic(settings.dlq_topic, value_serializer=json_codec, key_serializer="raw")
     resolve_topic = app.topic(
-        f"{p}.resolve", value_serializer="json", key_serializer="raw", partitions=1, internal=True
+        f"{p}.resolve",
+        value_serializer=json_codec,
+        key_serializer="raw",
+        partitions=1,
+        internal=True,
     )
     persons_topic = app.topic(
         f"{p}.persons",
-        value_serializer="json",
+        value_serializer=json_codec,
         key_serializer="raw",
         internal=True,
         partitions=settings.partitions,
     )
     recs_topic = app.topic(
-        settings.recommendations_topic, value_serializer="json", key_serializer="raw"
+        settings.recommendations_topic, value_serializer=json_codec, key_serializer="raw"
     )
     profiles_topic = app.topic(
-        settings.profiles_topic, value_serializer="json", key_serializer="raw"
+        settings.profiles_topic, value_serializer=json_codec, key_serializer="raw"
     )
-    items_topic = app.topic(settings.items_topic, value_serializer="json", key_serializer="raw")
+    items_topic = app.topic(settings.items_topic, value_serializer=json_codec, key_serializer="raw")
     covisits_topic = app.topic(
-        settings.covisits_topic, value_serializer="json", key_serializer="raw"
+        settings.covisits_topic, value_serializer=json_codec, key_serializer="raw"
     )
 
     identity_table = cast(
@@ -461,6 +466,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             # recommendations of the batch's events, published together once the batch is
             # learned (or before a merge or erase, so nothing about a person follows those)
             due: list[Due] = []
+            covisits: list[dict[str, Any]] = []  # the batch's co-visit observations, sent once
             for i, cmd in enumerate(batch.commands):
                 owned = await ownership(app, batch.generation, owned)
                 if owned is not None and batch.events[i].message.tp not in owned:
@@ -473,10 +479,12 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                         batch.parsed[i],
                         vectors[batch.slot[i]] if i in batch.slot and vectors is not None else None,
                         due,
+                        covisits,
                     )
                 except Exception:  # never die on one bad command
                     logger.exception("profile update failed for %s", cmd.get("person"))
             await _publish_due(due)
+            await _publish_covisits(covisits)
             owned = await ownership(app, batch.generation, owned)
             left = 0
             for e in batch.events:
@@ -499,11 +507,22 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             logger.exception("publishing %d recommendations failed", len(due))
         due.clear()
 
+    async def _publish_covisits(observations: list[dict[str, Any]]) -> None:
+        """The batch's co-visit evidence, in one record, to every worker's :class:`Signals` (this
+        one's too) through the covisits topic; sent before the batch's offsets are released."""
+        if not observations:
+            return
+        try:
+            await covisits_topic.send(key=None, value=covisit_record(observations))
+        except Exception:  # never die on one batch
+            logger.exception("sending %d co-visit observations failed", len(observations))
+
     async def _apply(
         cmd: dict[str, Any],
         ev: Event | None,
         vector: Any,
         due: list[Due],
+        covisits: list[dict[str, Any]],
     ) -> None:
         kind, pid = cmd.get("kind"), cmd["person"]
         if kind == "event" and ev is not None:
@@ -519,12 +538,8 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                     await items_topic.send(
                         key=ev.item.id, value={**ev.item.to_json(), "platforms": [ev.platform]}
                     )
-                # co-visit evidence, taken before the profile learns the event, goes to every
-                # worker's Signals (this one's too) through the covisits topic
-                await covisits_topic.send(
-                    key=ev.item.id,
-                    value=rt.signals.observation(prof, ev.item.id, ev.ts, ev.event_id),
-                )
+                # co-visit evidence, taken before the profile learns the event
+                covisits.append(rt.signals.observation(prof, ev.item.id, ev.ts, ev.event_id))
             prof.learn(observation(ev, vector, settings))
             profiles[pid] = prof
             if prof.last_change > 0:
@@ -612,7 +627,7 @@ async def _replicate_covisits(rt: Runtime, bootstrap: str) -> None:
             for records in batches.values():
                 for rec in records:
                     try:
-                        waiting.append(json.loads(rec.value))
+                        waiting.extend(covisit_observations(json.loads(rec.value)))
                     except Exception as exc:
                         logger.warning("skipping bad covisit record at %s: %r", rec.offset, exc)
             for obs in waiting:

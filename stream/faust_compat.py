@@ -40,9 +40,12 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import aiokafka
+import numpy as np
+import orjson
 from aiokafka.structs import TopicPartition
 from faust.serializers import codecs as faust_codecs
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.utils import json as faust_json
 
 from stream import offset_gaps
 
@@ -75,6 +78,37 @@ PROBE_FETCH_MAX_WAIT_MS = 50
 PROFILE_CODEC = "raw_pickle"
 if PROFILE_CODEC not in faust_codecs.codecs:
     faust_codecs.register(PROFILE_CODEC, faust_codecs.raw_pickle())
+
+
+def _json_default(obj: Any) -> Any:
+    """What orjson cannot write itself: numpy scalars as Python numbers, then Faust's own
+    fallbacks (Decimal, UUID, dates, sets, ``__json__``)."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return faust_json.on_default(obj)
+
+
+class OrjsonCodec(faust_codecs.Codec):
+    """JSON through :pypi:`orjson`: the same documents as the stdlib ``json`` codec, 5–10×
+    faster to write and ~2.5× to read (py-spy put JSON at ~5 % of a worker's event loop).
+    Unlike Faust's own orjson path, numpy numbers and arrays are written as JSON numbers and
+    lists (as stdlib ``json`` writes ``numpy.float64``) instead of failing the send."""
+
+    def _loads(self, s: bytes) -> Any:
+        return orjson.loads(s)
+
+    def _dumps(self, s: Any) -> bytes:
+        return orjson.dumps(
+            s,
+            default=_json_default,
+            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+        )
+
+
+#: The value codec of every JSON topic the app writes or reads.
+JSON_CODEC = "crossprofile_json"
+if JSON_CODEC not in faust_codecs.codecs:
+    faust_codecs.register(JSON_CODEC, OrjsonCodec())
 
 
 async def fetch_high_watermarks(
@@ -477,6 +511,7 @@ def faust_app_options(settings: Settings, *, bootstrap: str | None = None) -> di
     - offsets committed every second (fewer re-deliveries after a crash);
     - ``earliest`` reset: a new group reads its input from the start. (``latest`` would rely on
       ListOffsets-latest, which is wrong on Tansu.)
+    - JSON values (tables, topics without their own serializer) through :class:`OrjsonCodec`.
     """
     servers = bootstrap or settings.broker
     session = float(settings.session_timeout_s)
@@ -490,6 +525,7 @@ def faust_app_options(settings: Settings, *, bootstrap: str | None = None) -> di
         "consumer_auto_offset_reset": "earliest",
         "topic_partitions": settings.partitions,
         "recovery_consistency_check": True,
+        "value_serializer": JSON_CODEC,
     }
     if servers:
         opts["broker"] = ";".join(

@@ -624,6 +624,27 @@ class Signals:
         return out
 
 
+def covisit_record(observations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One ``<p>.covisits`` record for a batch's :meth:`Signals.observation` records: one
+    produce per batch instead of one per item event (each Faust send costs the worker's event
+    loop ~0.1 ms)."""
+    return {"observations": list(observations)}
+
+
+def covisit_observations(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The observations in a ``<p>.covisits`` record: a batch (:func:`covisit_record`) or, as
+    records written before batching were, a single observation.
+
+    >>> covisit_observations({"item": "a", "ts": 1, "recent": []})
+    [{'item': 'a', 'ts': 1, 'recent': []}]
+    >>> covisit_observations(covisit_record([{"item": "a"}, {"item": "b"}]))
+    [{'item': 'a'}, {'item': 'b'}]
+    """
+    if "observations" in record:
+        return [dict(o) for o in record["observations"]]
+    return [dict(record)]
+
+
 def recommend_blended(
     index: ItemIndex,
     profile: InterestProfile | None,

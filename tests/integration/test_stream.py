@@ -12,6 +12,8 @@ import jsonschema
 import pytest
 from harness import Stack, Worker, event, item
 
+from stream.recommend import covisit_observations
+
 pytestmark = pytest.mark.integration
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
@@ -146,10 +148,16 @@ def test_what_others_did_next_is_recommended(stack_factory: Callable[..., Stack]
     assert "cook-0" not in ids
     assert sum(i.startswith("cook-") for i in ids[1:6]) >= 3, "then content: more cooking"
     assert worker.stats()["covisits"]["waiting"] == 0
-    # each record names its event, so a replayed one is counted once (none was replayed here)
+    # each observation names its event, so a replayed one is counted once (none was replayed
+    # here); a record carries a batch's observations
     covisits = stack.reader("covisits")
-    covisits.wait_for(lambda rs: len(rs) >= 8)
-    assert all(isinstance(json.loads(r.value)["event"], int) for r in covisits.records)
+
+    def observations() -> list[dict[str, Any]]:
+        return [o for r in covisits.records for o in covisit_observations(json.loads(r.value))]
+
+    covisits.wait_for(lambda _rs: len(observations()) >= 8)
+    assert all(isinstance(o["event"], int) for o in observations())
+    assert len({o["event"] for o in observations()}) == len(observations())
     assert worker.stats()["covisits"]["replays_skipped"] == 0
 
 

@@ -14,6 +14,8 @@ from stream.recommend import (
     ItemIndex,
     Signals,
     _quotas,
+    covisit_observations,
+    covisit_record,
     recommend_blended,
     recommend_blended_many,
 )
@@ -182,6 +184,29 @@ def test_a_replayed_covisit_record_is_counted_once() -> None:
     legacy = {"item": "i0-1", "ts": 9, "repeat": False, "recent": []}
     assert replayed.count(index, legacy) and replayed.count(index, legacy)
     assert replayed.replays_skipped == 1
+
+
+def test_a_batch_record_carries_the_same_evidence_as_single_records() -> None:
+    """The worker sends a batch's observations as one covisits record; a reader counts them as
+    it counts single records (which older topics still hold)."""
+    index, _ = build()
+    batched, single = Signals(window=5), Signals(window=5)
+    prof = InterestProfile()
+    records = []
+    for n, item_id in enumerate(["i0-1", "i1-2", "i0-3", "i2-4"]):
+        records.append(single.observation(prof, item_id, n * 60_000, f"e{n}"))
+        prof.learn({"event_id": f"e{n}", "item_id": item_id, "ts": n * 60_000})
+    for rec in records:
+        assert covisit_observations(json.loads(json.dumps(rec))) == [rec]
+        assert single.count(index, rec)
+    wire = (
+        json.loads(json.dumps(covisit_record(records[:2]))),
+        json.loads(json.dumps(covisit_record(records[2:]))),
+    )
+    for rec in wire:
+        for obs in covisit_observations(rec):
+            assert batched.count(index, obs)
+    assert np.array_equal(batched.prior(prof, index), single.prior(prof, index))
 
 
 def test_the_replay_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
