@@ -53,6 +53,8 @@ from .models import Event, Item
 from .ops import LatestRecommendations
 from .pipeline import (
     Due,
+    embedding_field,
+    embedding_from_field,
     item_key,
     new_profile,
     observation,
@@ -81,6 +83,7 @@ class Counters:
     encoder_texts: int = 0
     encoder_seconds: float = 0.0
     covisits_applied: int = 0
+    item_vectors_shared: int = 0  # items indexed with the vector another worker published
     left_to_redelivery: int = 0  # events of batches overtaken by a rebalance (not acked)
 
 
@@ -534,9 +537,14 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                 known = rt.index.get(ev.item.id)
                 if known is None or (known.platforms and ev.platform not in known.platforms):
                     rt.index.upsert(replace(ev.item, platforms=(ev.platform,)), vector)
-                if known is None:  # tell the other workers' indexes
+                if known is None:  # tell the other workers' indexes, vector included
                     await items_topic.send(
-                        key=ev.item.id, value={**ev.item.to_json(), "platforms": [ev.platform]}
+                        key=ev.item.id,
+                        value={
+                            **ev.item.to_json(),
+                            "platforms": [ev.platform],
+                            "embedding": embedding_field(vector, rt.encoder.fingerprint),
+                        },
                     )
                 # co-visit evidence, taken before the profile learns the event
                 covisits.append(rt.signals.observation(prof, ev.item.id, ev.ts, ev.event_id))
@@ -659,23 +667,32 @@ async def _replicate_items(app: faust.App, rt: Runtime, bootstrap: str) -> None:
             batches = await consumer.getmany(
                 timeout_ms=500, max_records=rt.settings.encoder_batch_size * 4
             )
-            items: list[Item] = []
+            items: list[tuple[Item, Any]] = []
             for records in batches.values():
                 for rec in records:
                     if rec.value is None:
                         continue
                     try:
-                        items.append(Item.from_json(json.loads(rec.value)))
+                        d = json.loads(rec.value)
+                        items.append((Item.from_json(d), d.get("embedding")))
                     except Exception as exc:
                         logger.warning("skipping bad item record at %s: %r", rec.offset, exc)
             fresh: list[Item] = []
-            for item in items:
+            for item, embedding in items:
                 # an item this worker indexed itself (it published it) comes back here: same
                 # text, same vector — no second trip through the encoder's executor
                 known = rt.index.get(item.id)
                 vec = rt.index.vector(item.id)
                 if known is not None and vec is not None and item_key(known) == item_key(item):
                     rt.index.upsert(item, vec)
+                    continue
+                # another worker's item with the vector its encoder (the same graph) made:
+                # indexed and cached as is, so no worker of the group encodes it again
+                shared = embedding_from_field(embedding, rt.encoder.fingerprint, rt.encoder.dim)
+                if shared is not None:
+                    rt.index.upsert(item, shared)
+                    rt.encoder.cache_put(item_key(item), shared)
+                    rt.counters.item_vectors_shared += 1
                 else:
                     fresh.append(item)
             if fresh:

@@ -470,6 +470,11 @@ class _Collector(Collector):
             ("crossprofile_erased", "Persons erased.", c.erased),
             ("crossprofile_encoder_texts", "Texts embedded by the encoder.", c.encoder_texts),
             ("crossprofile_encoder_batches", "Encoder calls.", c.encoder_batches),
+            (
+                "crossprofile_item_vectors_shared",
+                "Items indexed with the vector another worker published (not encoded here).",
+                c.item_vectors_shared,
+            ),
         ]
         for name, doc, value in simple:
             fam = CounterMetricFamily(name, doc)

@@ -6,6 +6,8 @@ The Faust agents in :mod:`stream.app` are thin wiring around these functions and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -36,6 +38,42 @@ def text_key(event: Event) -> str | None:
 def item_key(item: Item) -> str:
     digest = hashlib.blake2b(item.embed_text().encode(), digest_size=8).hexdigest()
     return f"i:{item.id}:{digest}"
+
+
+def embedding_field(vector: np.ndarray, fingerprint: str) -> dict[str, str]:
+    """The ``embedding`` of an item record a worker publishes on the items topic: the item
+    text's vector (little-endian float32, base64: 2 KB at 384 dims) and the
+    :attr:`~stream.encoder.Encoder.fingerprint` of the encoder that made it, so the group's
+    other workers index the item without encoding its text again.
+
+    >>> f = embedding_field(np.array([0.5, -1.0], dtype=np.float32), "fp32:2:ab")
+    >>> f
+    {'encoder': 'fp32:2:ab', 'f32': 'AAAAPwAAgL8='}
+    >>> embedding_from_field(f, "fp32:2:ab", 2).tolist()
+    [0.5, -1.0]
+    >>> embedding_from_field(f, "int8:2:cd", 2) is None  # another encoder's vector: encode again
+    True
+    """
+    raw = np.asarray(vector, dtype="<f4").reshape(-1).tobytes()
+    return {"encoder": fingerprint, "f32": base64.b64encode(raw).decode("ascii")}
+
+
+def embedding_from_field(field: Any, fingerprint: str, dim: int) -> np.ndarray | None:
+    """The vector of an item record's ``embedding`` (:func:`embedding_field`), or None when the
+    record has none, another encoder made it, or it is malformed (then the text is encoded)."""
+    if not isinstance(field, Mapping) or field.get("encoder") != fingerprint:
+        return None
+    data = field.get("f32")
+    if not isinstance(data, str):
+        return None
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != 4 * dim:
+        return None
+    vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    return vec if bool(np.isfinite(vec).all()) else None
 
 
 def signal_weight(event: Event, weights: Mapping[str, float]) -> float:

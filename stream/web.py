@@ -48,6 +48,7 @@ def stats(app: faust.App) -> dict[str, Any]:
             "seconds": round(c.encoder_seconds, 3),
             "cache_hits": rt.encoder.cache_hits,
             "cache_misses": rt.encoder.cache_misses,
+            "item_vectors_shared": c.item_vectors_shared,
         },
         "event_loop_lag": rt.metrics.loop_lag_summary() if rt.metrics is not None else None,
     }

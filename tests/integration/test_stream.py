@@ -330,6 +330,25 @@ def test_a_rebalance_under_load_loses_nothing_and_double_counts_nothing(
     _settle(w2, pids, expect, timeout=90)
 
 
+def test_an_item_one_worker_learns_is_not_encoded_again_by_the_other(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """Each new item goes out on the items topic with its vector and the encoder's fingerprint,
+    so a group encodes an item's text once, not once per worker: the other worker indexes and
+    caches the published vector."""
+    stack = stack_factory()
+    workers = [stack.worker(), stack.worker()]
+    words = ["amber", "basalt", "cedar", "delta", "ember", "fjord", "garnet", "harbor"]
+    items = [item(f"vs-{j}", f"{w} enamel kettle, 1.7 l", "kitchen") for j, w in enumerate(words)]
+    stack.send([event(1, "shop", f"vs{j}", "view", item=it) for j, it in enumerate(items)])
+    _wait(
+        lambda: all(w.stats()["items"] == len(items) for w in workers), "both indexes", timeout=90
+    )
+    encoders = [w.stats()["encoder"] for w in workers]
+    assert sum(e["cache_misses"] for e in encoders) == len(items), encoders
+    assert sum(e["item_vectors_shared"] for e in encoders) == len(items), encoders
+
+
 def test_a_worker_leaving_under_load_loses_nothing_and_double_counts_nothing(
     stack_factory: Callable[..., Stack],
 ) -> None:

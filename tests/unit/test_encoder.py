@@ -99,6 +99,30 @@ def test_cache_hits_and_identical_vectors(encoder_dir: Path) -> None:
     assert enc.cache_misses == 4
 
 
+def test_a_vector_put_from_elsewhere_is_a_hit(encoder_dir: Path) -> None:
+    """Another worker's vector (same fingerprint) goes into the cache: encode_cached of that key
+    returns it and encodes nothing."""
+    maker, taker = (Encoder(encoder_dir, provider="cpu", cache_size=4) for _ in range(2))
+    assert maker.fingerprint == taker.fingerprint
+    vec = maker.encode_cached(["i:tent:1"], ["camping tent"])[0]
+    taker.cache_put("i:tent:1", vec)
+    assert (taker.cache_hits, taker.cache_misses) == (0, 0)  # a put is neither
+    got = taker.encode_cached(["i:tent:1", "i:mat:2"], ["camping tent", "yoga mat"])
+    np.testing.assert_array_equal(got[0], vec)
+    assert (taker.cache_hits, taker.cache_misses) == (1, 1)
+    with pytest.raises(ValueError, match="dim"):
+        taker.cache_put("bad", np.zeros(3, dtype=np.float32))
+
+
+def test_fingerprint_tells_variants_apart(encoder: Encoder, encoder_dir: Path) -> None:
+    variant, dim, digest = encoder.fingerprint.split(":")
+    assert (variant, int(dim), len(digest)) == ("fp32", encoder.dim, 16)
+    if (encoder_dir / "model.int8.onnx").exists():
+        int8 = Encoder(encoder_dir, variant="int8", provider="cpu")
+        assert int8.fingerprint.startswith("int8:384:")
+        assert int8.fingerprint.split(":")[2] != digest
+
+
 def test_cache_disabled(encoder_dir: Path) -> None:
     enc = Encoder(encoder_dir, provider="cpu", cache_size=0)
     enc.encode_cached(["k"], ["phone case"])

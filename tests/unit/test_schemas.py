@@ -19,7 +19,13 @@ from stream.identity import IdentityGraph
 from stream.ingest import REASONS, parse_event
 from stream.models import Event, Item
 from stream.movielens import Movie, catalogue
-from stream.pipeline import new_profile, observation, recommendation_message
+from stream.pipeline import (
+    embedding_field,
+    embedding_from_field,
+    new_profile,
+    observation,
+    recommendation_message,
+)
 from stream.recommend import ItemIndex
 from stream.settings import Settings
 
@@ -146,3 +152,38 @@ def test_catalogue_items_are_valid() -> None:
     for item in catalogue({"T": Movie("ml-1", "Toy Story (1995)", ("Animation", "Comedy"))}):
         assert valid("item", item)
         assert Item.from_json(item).category == "Animation|Comedy"
+
+
+def test_a_published_item_with_its_vector_is_a_valid_item_record() -> None:
+    """What a worker publishes for an item it learned: the item, its platform and the vector
+    its encoder made; a worker with the same encoder reads the vector back exactly."""
+    vec = np.random.default_rng(3).normal(size=384).astype(np.float32)
+    item = Item("i9", title="Trail shoes", category="running", tags=("trail",), price=89.0)
+    record = {
+        **item.to_json(),
+        "platforms": ["shop"],
+        "embedding": embedding_field(vec, "fp32:384:0a"),
+    }
+    wire = json.loads(json.dumps(record))
+    assert valid("item", wire)
+    assert Item.from_json(wire).id == "i9"
+    got = embedding_from_field(wire["embedding"], "fp32:384:0a", 384)
+    assert got is not None and got.dtype == np.float32
+    np.testing.assert_array_equal(got, vec)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        None,
+        "not an object",
+        {"encoder": "int8:384:0a", "f32": embedding_field(np.zeros(384), "x")["f32"]},
+        {"encoder": "fp32:384:0a"},
+        {"encoder": "fp32:384:0a", "f32": 17},
+        {"encoder": "fp32:384:0a", "f32": "not base64!"},
+        {"encoder": "fp32:384:0a", "f32": embedding_field(np.zeros(383), "x")["f32"]},
+        {"encoder": "fp32:384:0a", "f32": embedding_field(np.full(384, np.nan), "x")["f32"]},
+    ],
+)
+def test_an_unusable_vector_means_encoding_the_text(field: object) -> None:
+    assert embedding_from_field(field, "fp32:384:0a", 384) is None
