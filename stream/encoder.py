@@ -208,9 +208,10 @@ class Encoder:
         if not isinstance(dim, int):
             dim = int(self._run_batch([[0, 0]]).shape[1])
         self.dim: int = dim
-        #: what vectors this encoder makes: variant, dimension and a hash of the graph file.
-        #: Workers share vectors (on the items topic) only between equal fingerprints.
-        self.fingerprint: str = f"{variant}:{dim}:{_file_digest(model_path)}"
+        #: what vectors this encoder makes: variant, dimension, token limit (longer texts are
+        #: cut there) and a hash of the graph file. Workers share vectors (on the items topic)
+        #: only between equal fingerprints.
+        self.fingerprint: str = f"{variant}:{dim}:{self.max_tokens}:{_file_digest(model_path)}"
 
     # --- construction ------------------------------------------------------------------------
     @classmethod

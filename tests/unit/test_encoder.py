@@ -114,13 +114,17 @@ def test_a_vector_put_from_elsewhere_is_a_hit(encoder_dir: Path) -> None:
         taker.cache_put("bad", np.zeros(3, dtype=np.float32))
 
 
-def test_fingerprint_tells_variants_apart(encoder: Encoder, encoder_dir: Path) -> None:
-    variant, dim, digest = encoder.fingerprint.split(":")
-    assert (variant, int(dim), len(digest)) == ("fp32", encoder.dim, 16)
+def test_fingerprint_tells_variants_and_token_limits_apart(
+    encoder: Encoder, encoder_dir: Path
+) -> None:
+    variant, dim, max_tokens, digest = encoder.fingerprint.split(":")
+    assert (variant, int(dim), int(max_tokens), len(digest)) == ("fp32", encoder.dim, 128, 16)
+    longer = Encoder(encoder_dir, provider="cpu", max_tokens=256)
+    assert longer.fingerprint == f"fp32:384:256:{digest}"  # long texts are cut elsewhere
     if (encoder_dir / "model.int8.onnx").exists():
         int8 = Encoder(encoder_dir, variant="int8", provider="cpu")
-        assert int8.fingerprint.startswith("int8:384:")
-        assert int8.fingerprint.split(":")[2] != digest
+        assert int8.fingerprint.startswith("int8:384:128:")
+        assert int8.fingerprint.split(":")[3] != digest
 
 
 def test_cache_disabled(encoder_dir: Path) -> None:
