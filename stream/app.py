@@ -83,7 +83,7 @@ class Counters:
     encoder_texts: int = 0
     encoder_seconds: float = 0.0
     covisits_applied: int = 0
-    item_vectors_shared: int = 0  # items indexed with the vector another worker published
+    item_vectors_shared: int = 0  # items indexed with a vector read on the items topic
     left_to_redelivery: int = 0  # events of batches overtaken by a rebalance (not acked)
 
 
@@ -686,8 +686,9 @@ async def _replicate_items(app: faust.App, rt: Runtime, bootstrap: str) -> None:
                 if known is not None and vec is not None and item_key(known) == item_key(item):
                     rt.index.upsert(item, vec)
                     continue
-                # another worker's item with the vector its encoder (the same graph) made:
-                # indexed and cached as is, so no worker of the group encodes it again
+                # an item published with the vector an encoder like this one made (another
+                # worker's, or this one's before a restart): indexed and cached as is, so the
+                # group encodes its text once
                 shared = embedding_from_field(embedding, rt.encoder.fingerprint, rt.encoder.dim)
                 if shared is not None:
                     rt.index.upsert(item, shared)

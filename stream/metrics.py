@@ -472,7 +472,7 @@ class _Collector(Collector):
             ("crossprofile_encoder_batches", "Encoder calls.", c.encoder_batches),
             (
                 "crossprofile_item_vectors_shared",
-                "Items indexed with the vector another worker published (not encoded here).",
+                "Items indexed with a vector published on the items topic, not encoded here.",
                 c.item_vectors_shared,
             ),
         ]

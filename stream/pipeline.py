@@ -46,12 +46,12 @@ def embedding_field(vector: np.ndarray, fingerprint: str) -> dict[str, str]:
     :attr:`~stream.encoder.Encoder.fingerprint` of the encoder that made it, so the group's
     other workers index the item without encoding its text again.
 
-    >>> f = embedding_field(np.array([0.5, -1.0], dtype=np.float32), "fp32:2:ab")
+    >>> f = embedding_field(np.array([0.5, -1.0], dtype=np.float32), "fp32:2:128:ab")
     >>> f
-    {'encoder': 'fp32:2:ab', 'f32': 'AAAAPwAAgL8='}
-    >>> embedding_from_field(f, "fp32:2:ab", 2).tolist()
+    {'encoder': 'fp32:2:128:ab', 'f32': 'AAAAPwAAgL8='}
+    >>> embedding_from_field(f, "fp32:2:128:ab", 2).tolist()
     [0.5, -1.0]
-    >>> embedding_from_field(f, "int8:2:cd", 2) is None  # another encoder's vector: encode again
+    >>> embedding_from_field(f, "int8:2:128:cd", 2) is None  # another encoder's: encode again
     True
     """
     raw = np.asarray(vector, dtype="<f4").reshape(-1).tobytes()
