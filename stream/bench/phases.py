@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stream.bench import hops
 from stream.bench.rig import Probe, Rig, Watcher, WorkerGroup, merge_stats, window_report
-from stream.bench.stats import backlog_target, interval_rates, percentiles, sustained_rate
+from stream.bench.stats import (
+    backlog_target,
+    interval_rates,
+    percentiles,
+    quantile_interval,
+    sustained_rate,
+)
 from stream.bench.streams import EventStream
 
 if TYPE_CHECKING:
@@ -158,12 +164,18 @@ def latency_phase(rig: Rig, stream: EventStream, rate: float, opts: Options) -> 
         "events_learned": rig.watcher.learned - learned0,
         "events_timed": len(sent_at),
         "latency_ms": percentiles(direct),
+        # how far this run's p99 can sit from the rate's true p99 (order statistics, 95 %)
+        "latency_p99_ci95_ms": _rounded(quantile_interval(direct, 0.99)),
         "latency_deferred_ms": percentiles(late),
         "without_recommendation": sum(1 for e in sent_at if e not in received),
         "drained": drained,
         "where_time_goes": window_report(first, last),
         "by_hop": by_hop,
     }
+
+
+def _rounded(interval: tuple[float | None, float | None]) -> list[float | None]:
+    return [None if v is None else round(v, 1) for v in interval]
 
 
 def _hop_split(rig: Rig, offsets: dict[Any, int], sent_ms: dict[str, float]) -> dict[str, Any]:

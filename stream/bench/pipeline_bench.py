@@ -264,6 +264,8 @@ def format_table(report: Mapping[str, Any]) -> str:
         row(key, _num(value, ".3f"))
     row(f"latency p50 at {lat['rate_target']:g} events/s (ms)", _num(lat["latency_ms"]["p50"]))
     row(f"latency p99 at {lat['rate_target']:g} events/s (ms)", _num(lat["latency_ms"]["p99"]))
+    lo, hi = lat.get("latency_p99_ci95_ms") or (None, None)
+    row("  p99's 95 % interval (ms)", f"{_num(lo)} – {_num(hi)}")
     for hop, q in (lat.get("by_hop") or {}).get("hops_ms", {}).items():
         row(f"  {hop} p50 / p99 (ms)", f"{_num(q['p50'])} / {_num(q['p99'])}")
     loop_lag = lat["where_time_goes"].get("event_loop_lag_ms") or {}
@@ -274,9 +276,10 @@ def format_table(report: Mapping[str, Any]) -> str:
         row(f"profile state after {n} events (bytes)", str(sizes["codec_bytes"]))
     lines.append("")
     for name, t in report["targets"].items():
+        clear = {True: ", clearly", False: ", clearly", None: ", within this run's noise"}
         lines.append(
             f"target {name} {t['target']:g}: {_num(t['value'], 'g')} → "
-            f"{'met' if t['met'] else 'NOT met'}"
+            f"{'met' if t['met'] else 'NOT met'}{clear[t['clear']] if 'clear' in t else ''}"
         )
     tot = report["totals"]
     lines.append(

@@ -18,6 +18,7 @@ from stream.bench.stats import (
     backlog_target,
     interval_rates,
     percentiles,
+    quantile_interval,
     ratio,
     sustained_rate,
     targets,
@@ -143,7 +144,32 @@ def test_targets_met_and_not_met() -> None:
     assert t["pipeline_unique_vs_encoder_ge"]["met"] is True
     assert t["pipeline_zipf_vs_encoder_ge"]["met"] is False
     assert t["p99_latency_ms_lt"]["met"] is True
+    assert t["p99_latency_ms_lt"]["clear"] is None  # no interval: cannot tell
     assert t["state_bytes_per_person_le"] == {"value": 5000, "target": 4096, "met": False}
+    for interval, clear in (
+        ([100.0, 180.0], True),
+        ([200.0, 300.0], None),
+        ([251.0, 400.0], False),
+    ):
+        report["latency"]["latency_p99_ci95_ms"] = interval
+        assert targets(report)["p99_latency_ms_lt"]["clear"] is clear
+
+
+def test_the_p99_interval_holds_the_true_p99_as_often_as_it_says() -> None:
+    """Order-statistic interval: over many samples of a known law it covers the true quantile
+    at least 95 % of the time, and it is no wider than it must be (under 99 % here)."""
+    rng = np.random.default_rng(1)
+    true_p99 = 50.0 * np.log(100.0)  # exponential, mean 50 ms
+    covered = 0
+    for _ in range(400):
+        lo, hi = quantile_interval(list(rng.exponential(50.0, size=600)), 0.99)
+        assert lo is not None and hi is not None and lo <= hi
+        covered += lo <= true_p99 <= hi
+    assert 0.95 * 400 <= covered < 0.99 * 400
+    assert quantile_interval([], 0.99) == (None, None)
+    assert quantile_interval([5.0] * 400, 0.99) == (5.0, 5.0)
+    with pytest.raises(ValueError):
+        quantile_interval([1.0], 1.0)
 
 
 # --- state size ----------------------------------------------------------------------------------
