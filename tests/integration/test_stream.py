@@ -349,6 +349,26 @@ def test_an_item_one_worker_learns_is_not_encoded_again_by_the_other(
     assert sum(e["item_vectors_shared"] for e in encoders) == len(items), encoders
 
 
+def test_a_restarted_worker_takes_its_items_vectors_back_without_encoding(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """Items learned from events come back from the items topic with their vectors after a
+    restart: the new process indexes them all and encodes none of them."""
+    stack = stack_factory()
+    worker = stack.worker()
+    items = [
+        item(f"rs-{j}", f"{w} wool blanket, queen size", "home") for j, w in enumerate("abcdef")
+    ]
+    stack.send([event(1, "shop", f"rs{j}", "view", item=it) for j, it in enumerate(items)])
+    _wait(lambda: worker.stats()["items"] == len(items), "the items")
+    assert worker.stats()["encoder"]["cache_misses"] == len(items)
+    worker.stop()
+    worker = stack.worker()
+    _wait(lambda: worker.stats()["items"] == len(items), "the items after the restart")
+    encoder = worker.stats()["encoder"]
+    assert (encoder["cache_misses"], encoder["item_vectors_shared"]) == (0, len(items)), encoder
+
+
 def test_a_worker_leaving_under_load_loses_nothing_and_double_counts_nothing(
     stack_factory: Callable[..., Stack],
 ) -> None:
