@@ -236,6 +236,10 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
     return report
 
 
+#: a target with a sampling interval: met or missed beyond the run's noise, or not
+_CLEAR: Final = {True: ", clearly", False: ", clearly", None: ", within this run's noise"}
+
+
 def _num(x: Any, fmt: str = ".1f") -> str:
     return "–" if x is None else format(x, fmt)
 
@@ -276,10 +280,9 @@ def format_table(report: Mapping[str, Any]) -> str:
         row(f"profile state after {n} events (bytes)", str(sizes["codec_bytes"]))
     lines.append("")
     for name, t in report["targets"].items():
-        clear = {True: ", clearly", False: ", clearly", None: ", within this run's noise"}
         lines.append(
             f"target {name} {t['target']:g}: {_num(t['value'], 'g')} → "
-            f"{'met' if t['met'] else 'NOT met'}{clear[t['clear']] if 'clear' in t else ''}"
+            f"{'met' if t['met'] else 'NOT met'}{_CLEAR[t['clear']] if 'clear' in t else ''}"
         )
     tot = report["totals"]
     lines.append(
