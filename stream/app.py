@@ -44,6 +44,7 @@ from typing import Any, cast
 import faust
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+from faust.types import TP
 
 from . import faust_compat
 from .encoder import Encoder
@@ -84,6 +85,7 @@ class Counters:
     encoder_seconds: float = 0.0
     covisits_applied: int = 0
     item_vectors_shared: int = 0  # items indexed with a vector read on the items topic
+    identity_inline: int = 0  # events whose person ingest resolved itself (no resolve hop)
     left_to_redelivery: int = 0  # events of batches overtaken by a rebalance (not acked)
 
 
@@ -253,7 +255,9 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
 
     identity_table = cast(
         MutableMapping[str, Any],
-        app.Table("identity", default=None, partitions=1, key_type=str),
+        # keyed, not co-partitioned with a source topic: written from the identity agent (the
+        # resolve topic) and from ingest (the events topic) when resolved inline
+        app.Table("identity", default=None, partitions=1, key_type=str, use_partitioner=True),
     )
     profiles_table = app.tables.add(
         ProfileTable(
@@ -304,11 +308,27 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             return
         if rt.metrics is not None:
             rt.metrics.event_received(result.event_id)
-        await resolve_topic.send(key=None, value=result.to_json())
+        if identity_here():
+            rt.counters.identity_inline += 1
+            await _identify_one(graph, result.to_json())
+        else:
+            await resolve_topic.send(key=None, value=result.to_json())
+
+    graph = IdentityGraph(identity_table, salt=settings.person_salt.get_secret_value())
+    resolve_tp = TP(resolve_topic.get_topic_name(), 0)
+
+    def identity_here() -> bool:
+        """Whether ingest may resolve an event's person itself: this worker holds the identity
+        partition (the resolve topic's one) and no rebalance is under way (Faust ends a
+        rebalance only once its tables are recovered). The graph's table writes follow this
+        check with no ``await`` between, so they cannot land after the partition has moved;
+        everything else is as if the event had crossed the resolve topic."""
+        if not settings.inline_identity or app.rebalancing:
+            return False
+        return resolve_tp in app.consumer.assignment()
 
     @app.agent(resolve_topic)
     async def identity(stream: faust.StreamT[Any]) -> None:
-        graph = IdentityGraph(identity_table, salt=settings.person_salt.get_secret_value())
         await ack_after(stream, lambda event: _identify_one(graph, event.value))
 
     async def _identify_one(graph: IdentityGraph, value: Any) -> None:

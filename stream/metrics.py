@@ -467,6 +467,11 @@ class _Collector(Collector):
                 consumer_counters(app)["offset_holes_refetched"],
             ),
             ("crossprofile_merges", "Person merges (two persons joined).", c.merges),
+            (
+                "crossprofile_identity_inline",
+                "Events whose person ingest resolved itself, without the resolve topic's hop.",
+                c.identity_inline,
+            ),
             ("crossprofile_erased", "Persons erased.", c.erased),
             ("crossprofile_encoder_texts", "Texts embedded by the encoder.", c.encoder_texts),
             ("crossprofile_encoder_batches", "Encoder calls.", c.encoder_batches),

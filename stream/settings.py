@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     refresh_interval_s: float = Field(
         default=1.0, ge=0, description="at most one refresh per person per interval"
     )
+    inline_identity: bool = Field(
+        default=True,
+        description="the worker holding the identity partition resolves its own ingested events "
+        "at once instead of through the resolve topic (one broker hop less per event)",
+    )
     index_ann_min_items: int = Field(
         default=10_000,
         ge=0,

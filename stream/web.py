@@ -30,6 +30,7 @@ def stats(app: faust.App) -> dict[str, Any]:
         **consumer_counters(app),
         "recommendations_out": c.recommendations_out,
         "merges": c.merges,
+        "identity_inline": c.identity_inline,
         "erased": c.erased,
         "persons": persons,
         "accounts": accounts,

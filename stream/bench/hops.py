@@ -10,7 +10,9 @@ recommendation. After the phase the bench reads the phase's records of the two i
 back (group-less, from offsets taken before the phase) and splits each timed event's latency into:
 
 * ``to_ingest_output`` — bench send → broker → ingest → its ``resolve`` record;
-* ``ingest_to_identity_output`` — ``resolve`` record → identity → its ``persons`` record;
+* ``ingest_to_identity_output`` — ``resolve`` record → identity → its ``persons`` record (an
+  event whose person ingest resolved itself has no ``resolve`` record: its ingest and identity
+  time is all in ``to_ingest_output``, and this hop is 0; ``identity_inline`` counts those);
 * ``identity_to_recommendation`` — ``persons`` record → profile batch, encoder, learn, ranking;
 * ``recommendation_to_reader`` — the recommendation built → sent → read by the bench.
 
@@ -47,8 +49,12 @@ def split(
     >>> r = split({"e": 0}, {"e": 5}, {"e": 12}, {"e": 40}, {"e": 41})
     >>> r["events"], r["hops_ms"]["identity_to_recommendation"]["p50"]
     (1, 28.0)
+    >>> r = split({"e": 0}, {}, {"e": 12}, {"e": 40}, {"e": 41})  # identity inside ingest
+    >>> r["identity_inline"], r["hops_ms"]["to_ingest_output"]["p50"]
+    (1, 12.0)
     """
-    stages = (sent_ms, resolved_ms, routed_ms, generated_ms, read_ms)
+    inline = {e: t for e, t in routed_ms.items() if e not in resolved_ms}
+    stages = (sent_ms, {**resolved_ms, **inline}, routed_ms, generated_ms, read_ms)
     complete = [e for e in sent_ms if all(e in s for s in stages[1:])]
     hops: dict[str, Any] = {}
     for h, name in enumerate(HOPS):
@@ -56,6 +62,7 @@ def split(
     return {
         "events": len(complete),
         "events_missing_a_stage": len(sent_ms) - len(complete),
+        "identity_inline": sum(1 for e in complete if e in inline),
         "hops_ms": hops,
     }
 

@@ -119,6 +119,8 @@ def test_events_in_recommendations_out_across_platforms(
     assert "social" in running[0]["reason"]["platforms"]
     stats = worker.stats()
     assert stats["accounts"] == 2 and stats["persons"] == 1
+    # one worker holds the identity partition: ingest resolved every event itself
+    assert stats["identity_inline"] == len(social) + 1 == stats["events_in"]
     profiles = stack.reader("profiles")
     profiles.wait_for(lambda rs: len(rs) > 0)
     snapshots = [v for v in profiles.values() if v is not None]  # None: merge tombstones

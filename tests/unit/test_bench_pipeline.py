@@ -249,6 +249,12 @@ def test_hop_split_adds_up_and_skips_events_missing_a_stage() -> None:
         "recommendation_to_reader": 12.5,
     }
     assert sum(p50.values()) == (75.0 + 70.0) / 2  # the hops add up to the latency
+    assert r["identity_inline"] == 0
+    # b's person resolved inside ingest (no resolve record): one hop for both, still adding up
+    r = split(sent, {"a": 10.0}, routed, generated, read)
+    assert (r["events"], r["identity_inline"]) == (2, 1)
+    assert r["hops_ms"]["ingest_to_identity_output"]["p50"] == (20.0 + 0.0) / 2
+    assert sum(r["hops_ms"][h]["p50"] for h in HOPS) == (75.0 + 70.0) / 2
 
 
 def test_hop_reader_finds_the_event_in_both_internal_record_shapes() -> None:
