@@ -346,11 +346,7 @@ class Encoder:
                     vec.flags.writeable = False
                     for i in positions:
                         rows[i] = vec
-                    if self.cache_size > 0:
-                        self._cache[key] = vec
-                        self._cache.move_to_end(key)
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+                    self._remember(key, vec)
         if not rows:
             return np.empty((0, self.dim), dtype=np.float32)
         return np.stack([r for r in rows if r is not None]).astype(np.float32, copy=False)
@@ -364,13 +360,18 @@ class Encoder:
         if vec.shape != (self.dim,):
             raise ValueError(f"vector of shape {vec.shape} for an encoder of dim {self.dim}")
         vec.flags.writeable = False
+        with self._lock:
+            self._remember(key, vec)
+
+    def _remember(self, key: str, vec: Embeddings) -> None:
+        """Cache ``vec`` (read-only) as the most recent entry, evicting the least recent past
+        ``cache_size``; the caller holds ``_lock``."""
         if self.cache_size == 0:
             return
-        with self._lock:
-            self._cache[key] = vec
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        self._cache[key] = vec
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     @property
     def cache_len(self) -> int:
