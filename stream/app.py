@@ -310,7 +310,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             rt.metrics.event_received(result.event_id)
         if identity_here():
             rt.counters.identity_inline += 1
-            await _identify_one(graph, result.to_json())
+            await _identify_one(result.to_json())
         else:
             await resolve_topic.send(key=None, value=result.to_json())
 
@@ -329,9 +329,9 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
 
     @app.agent(resolve_topic)
     async def identity(stream: faust.StreamT[Any]) -> None:
-        await ack_after(stream, lambda event: _identify_one(graph, event.value))
+        await ack_after(stream, lambda event: _identify_one(event.value))
 
-    async def _identify_one(graph: IdentityGraph, value: Any) -> None:
+    async def _identify_one(value: Any) -> None:
         ev = Event.from_json(value)
         if ev.type == "erase":
             erased = graph.erase(ev.platform, ev.user_id)
@@ -701,9 +701,10 @@ async def _replicate_items(app: faust.App, rt: Runtime, bootstrap: str) -> None:
             for item, embedding in items:
                 # an item this worker indexed itself (it published it) comes back here: same
                 # text, same vector — no second trip through the encoder's executor
+                key = item_key(item)
                 known = rt.index.get(item.id)
                 vec = rt.index.vector(item.id)
-                if known is not None and vec is not None and item_key(known) == item_key(item):
+                if known is not None and vec is not None and item_key(known) == key:
                     rt.index.upsert(item, vec)
                     continue
                 # an item published with the vector an encoder like this one made (another
@@ -712,7 +713,7 @@ async def _replicate_items(app: faust.App, rt: Runtime, bootstrap: str) -> None:
                 shared = embedding_from_field(embedding, rt.encoder.fingerprint, rt.encoder.dim)
                 if shared is not None:
                     rt.index.upsert(item, shared)
-                    rt.encoder.cache_put(item_key(item), shared)
+                    rt.encoder.cache_put(key, shared)
                     rt.counters.item_vectors_shared += 1
                 else:
                     fresh.append(item)
