@@ -50,6 +50,7 @@ from . import faust_compat
 from .encoder import Encoder
 from .identity import IdentityGraph
 from .ingest import Rejection, parse_event
+from .inline import InlineRouter, Step
 from .models import Event, Item
 from .ops import LatestRecommendations
 from .pipeline import (
@@ -86,6 +87,7 @@ class Counters:
     covisits_applied: int = 0
     item_vectors_shared: int = 0  # items indexed with a vector read on the items topic
     identity_inline: int = 0  # events whose person ingest resolved itself (no resolve hop)
+    profile_inline: int = 0  # events learned without the persons topic's hop (stream.inline)
     left_to_redelivery: int = 0  # events of batches overtaken by a rebalance (not acked)
 
 
@@ -152,6 +154,18 @@ class _Batch:
     slot: dict[int, int]  # command index -> row of its vector
     vectors: asyncio.Future[Any] | None  # the batch's encoder call, running
     generation: int  # the app's rebalance count when the batch was taken
+    #: commands routed here without the persons topic (:mod:`stream.inline`); ``events`` are
+    #: then the ingest or resolve events they came from
+    inline: bool = False
+
+
+@dataclass
+class _Inline:
+    """A profile command routed without the persons topic, and the event it came from."""
+
+    source: Any  # the faust Event (events or resolve topic), one reference held for this
+    command: dict[str, Any]
+    generation: int
 
 
 def batch_is_stale(app: Any, generation: int) -> bool:
@@ -310,7 +324,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             rt.metrics.event_received(result.event_id)
         if identity_here():
             rt.counters.identity_inline += 1
-            await _identify_one(result.to_json())
+            await _identify_one(result.to_json(), event)
         else:
             await resolve_topic.send(key=None, value=result.to_json())
 
@@ -329,35 +343,119 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
 
     @app.agent(resolve_topic)
     async def identity(stream: faust.StreamT[Any]) -> None:
-        await ack_after(stream, lambda event: _identify_one(event.value))
+        await ack_after(stream, lambda event: _identify_one(event.value, event))
 
-    async def _identify_one(value: Any) -> None:
+    async def _identify_one(value: Any, source: Any) -> None:
+        """Resolve one clean event's person and route its profile commands; ``source`` is the
+        faust event it came from (ingest's or the resolve topic's)."""
         ev = Event.from_json(value)
         if ev.type == "erase":
             erased = graph.erase(ev.platform, ev.user_id)
             if erased is not None:
                 pid, _accounts = erased
-                await persons_topic.send(key=pid, value={"kind": "erase", "person": pid})
+                await _to_person(pid, {"kind": "erase", "person": pid}, source)
             return
         res = graph.resolve(ev)
         for merge in res.merges:
             rt.counters.merges += 1
             logger.info("merged person %s into %s", merge.absorbed, merge.survivor)
-            await persons_topic.send(
-                key=merge.absorbed,
-                value={"kind": "merge_out", "person": merge.absorbed, "into": merge.survivor},
+            await _to_person(
+                merge.absorbed,
+                {"kind": "merge_out", "person": merge.absorbed, "into": merge.survivor},
+                source,
             )
         if ev.type in ("link", "identify"):
             return
-        await persons_topic.send(
-            key=res.person_id,
-            value={
+        await _to_person(
+            res.person_id,
+            {
                 "kind": "event",
                 "person": res.person_id,
                 "accounts": list(res.accounts),
                 "event": value,
             },
+            source,
         )
+
+    # --- profile commands without the persons topic's hop (stream.inline) -------------------
+    persons_name = persons_topic.get_topic_name()
+    router: InlineRouter[_Inline] = InlineRouter()
+    inbox: asyncio.Queue[_Inline] = asyncio.Queue()  # dispatched, for the next profile batch
+
+    async def _to_person(pid: str, cmd: dict[str, Any], source: Any) -> None:
+        """Send ``cmd`` to ``pid``'s profile: straight into this worker's profile batches when
+        it holds the person's partition (after that partition's barrier), else through the
+        persons topic. Either way ``source`` is acked only once the command is applied or
+        sent."""
+        partition = await _inline_partition(pid)
+        if partition is None:
+            await persons_topic.send(key=pid, value=cmd)
+            return
+        item = _Inline(source, cmd, router.generation)
+        source.message.incref()  # released by the batch that applies it (or sends it on)
+        step = router.admit(partition, item.generation, item)
+        if step is Step.DISPATCH:
+            inbox.put_nowait(item)
+        elif step is Step.HOLD_AND_SEND_BARRIER:
+            await persons_topic.send(
+                key=None,
+                partition=partition,
+                value={"kind": "barrier", "partition": partition, "generation": item.generation},
+            )
+
+    async def _inline_partition(pid: str) -> int | None:
+        """``pid``'s persons partition if this worker may apply its commands itself: the setting
+        is on, no rebalance is under way and this worker holds that partition. On the first
+        call of a new rebalance generation, first settles every command of the last one."""
+        if not settings.inline_profile:
+            return None
+        generation = app.rebalancing_count
+        if app.rebalancing or router.generation != generation:
+            await _retire_inline()
+            if app.rebalancing or app.rebalancing_count != generation:
+                return None
+            if router.generation != generation:
+                router.begin(generation)
+        partition = app.consumer.key_partition(persons_name, pid.encode())
+        if partition is None or TP(persons_name, partition) not in app.consumer.assignment():
+            return None
+        return int(partition)
+
+    async def _retire_inline() -> None:
+        """End the router's generation: commands still waiting for a barrier go to the topic
+        (or, if their source moved, to its new owner's replay); then wait until every command
+        already in a profile batch is done, so nothing routed afterwards overtakes them."""
+        held = router.retire()
+        if held:
+            owned = await assignment_after_rebalance(app)
+            for item in held:
+                if item.source.message.tp in owned:
+                    await persons_topic.send(key=item.command["person"], value=item.command)
+                    _release(item.source)
+                else:
+                    rt.counters.left_to_redelivery += 1
+                router.done()
+        await router.wait_idle()
+
+    def _release(event: Any) -> None:
+        """Drop one reference to ``event``; the last one lets its offset be committed."""
+        if event.ack():
+            app.sensors.on_message_out(event.message.tp, event.message.offset, event.message)
+
+    async def _dispatch_inline(queue: asyncio.Queue[_Batch]) -> None:
+        """Dispatched commands into profile batches: whatever has gathered (up to a batch)
+        while the last batch waited for the applier, so batches grow with the load."""
+        while True:
+            items = [await inbox.get()]
+            while len(items) < settings.encoder_batch_size and not inbox.empty():
+                items.append(inbox.get_nowait())
+            batch = _prepare(
+                [i.source for i in items],
+                [i.command for i in items],
+                items[0].generation,  # one generation: a new one starts only once all are done
+                inline=True,
+            )
+            await queue.put(batch)
 
     async def _publish_recs(due: Sequence[Due], *, deferred: bool = False) -> None:
         """Publish recommendations for ``(person, trigger event, profile, accounts)`` in order:
@@ -435,15 +533,17 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
         # ``_apply_batches`` waits for the vectors, applies the batch in order and releases the
         # acks. With one batch queued between them, the next batch is encoding while this one is
         # applied, and an offset is committed only after its event is in the profile table.
+        # Commands routed without the topic (stream.inline) join the same queue in batches.
         queue: asyncio.Queue[_Batch] = asyncio.Queue(maxsize=1)
         applier = asyncio.ensure_future(_apply_batches(queue))
+        dispatcher = asyncio.ensure_future(_dispatch_inline(queue))
         try:
             async for events in cast(Any, stream).take_events(
                 settings.encoder_batch_size, within=settings.encoder_max_wait_ms / 1000.0
             ):
                 for e in events:
                     e.message.incref()  # take_events acks on the next turn: hold the offsets
-                batch = _prepare(events)
+                batch = _prepare(events, [e.value for e in events], app.rebalancing_count)
                 put = asyncio.ensure_future(queue.put(batch))
                 await asyncio.wait({put, applier}, return_when=asyncio.FIRST_COMPLETED)
                 if applier.done():  # the applier died (the encoder failed): so does the agent
@@ -451,9 +551,15 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                     applier.result()
         finally:
             applier.cancel()
+            dispatcher.cancel()
 
-    def _prepare(events: Sequence[Any]) -> _Batch:
-        commands = [e.value for e in events]
+    def _prepare(
+        events: Sequence[Any],
+        commands: list[dict[str, Any]],
+        generation: int,
+        *,
+        inline: bool = False,
+    ) -> _Batch:
         parsed: list[Event | None] = [
             Event.from_json(c["event"]) if c.get("kind") == "event" else None for c in commands
         ]
@@ -474,7 +580,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             keys.append(key)
             texts.append(text)
         vectors = asyncio.ensure_future(rt.embed(keys, texts)) if keys else None
-        return _Batch(events, commands, parsed, slot, vectors, app.rebalancing_count)
+        return _Batch(events, commands, parsed, slot, vectors, generation, inline)
 
     async def _apply_batches(queue: asyncio.Queue[_Batch]) -> None:
         while True:
@@ -494,8 +600,24 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                 owned = await ownership(app, batch.generation, owned)
                 if owned is not None and batch.events[i].message.tp not in owned:
                     continue
-                if cmd.get("kind") != "event" and due:
+                kind = cmd.get("kind")
+                if kind == "barrier":  # every earlier command of its partition is applied
+                    generation = int(cmd.get("generation", -1))
+                    if owned is None and generation == app.rebalancing_count:
+                        for item in router.barrier_applied(int(cmd["partition"]), generation):
+                            inbox.put_nowait(item)
+                    continue
+                if owned is not None and batch.inline:
+                    # overtaken by a rebalance: the topic way (its person's partition may have
+                    # moved), ahead of anything routed after the rebalance (stream.inline)
+                    if due:
+                        await _publish_due(due)
+                    await persons_topic.send(key=cmd["person"], value=cmd)
+                    continue
+                if kind != "event" and due:
                     await _publish_due(due)
+                if batch.inline and kind == "event":
+                    rt.counters.profile_inline += 1
                 try:
                     await _apply(
                         cmd,
@@ -515,6 +637,8 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                     left += 1
                 elif e.ack():  # the last reference: the offset may be committed now
                     app.sensors.on_message_out(e.message.tp, e.message.offset, e.message)
+            if batch.inline:
+                router.done(len(batch.commands))
             if left:
                 rt.counters.left_to_redelivery += left
                 logger.info(

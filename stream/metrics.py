@@ -472,6 +472,11 @@ class _Collector(Collector):
                 "Events whose person ingest resolved itself, without the resolve topic's hop.",
                 c.identity_inline,
             ),
+            (
+                "crossprofile_profile_inline",
+                "Events learned by the worker that resolved them, without the persons topic's hop.",
+                c.profile_inline,
+            ),
             ("crossprofile_erased", "Persons erased.", c.erased),
             ("crossprofile_encoder_texts", "Texts embedded by the encoder.", c.encoder_texts),
             ("crossprofile_encoder_batches", "Encoder calls.", c.encoder_batches),

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         description="the worker holding the identity partition resolves its own ingested events "
         "at once instead of through the resolve topic (one broker hop less per event)",
     )
+    inline_profile: bool = Field(
+        default=True,
+        description="the worker that resolves an event's person and holds that person's "
+        "partition learns it at once instead of through the persons topic (one broker hop "
+        "less per event; ordered by a barrier per partition, see stream/inline.py)",
+    )
     index_ann_min_items: int = Field(
         default=10_000,
         ge=0,

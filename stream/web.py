@@ -31,6 +31,7 @@ def stats(app: faust.App) -> dict[str, Any]:
         "recommendations_out": c.recommendations_out,
         "merges": c.merges,
         "identity_inline": c.identity_inline,
+        "profile_inline": c.profile_inline,
         "erased": c.erased,
         "persons": persons,
         "accounts": accounts,

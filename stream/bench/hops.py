@@ -13,7 +13,9 @@ back (group-less, from offsets taken before the phase) and splits each timed eve
 * ``ingest_to_identity_output`` — ``resolve`` record → identity → its ``persons`` record (an
   event whose person ingest resolved itself has no ``resolve`` record: its ingest and identity
   time is all in ``to_ingest_output``, and this hop is 0; ``identity_inline`` counts those);
-* ``identity_to_recommendation`` — ``persons`` record → profile batch, encoder, learn, ranking;
+* ``identity_to_recommendation`` — ``persons`` record → profile batch, encoder, learn, ranking
+  (an event learned by the worker that resolved it has no ``persons`` record: the hops before
+  this one end where identity ended, and ``profile_inline`` counts those);
 * ``recommendation_to_reader`` — the recommendation built → sent → read by the bench.
 
 All four are wall-clock differences on one machine, so they add up to the event's latency (to
@@ -52,9 +54,15 @@ def split(
     >>> r = split({"e": 0}, {}, {"e": 12}, {"e": 40}, {"e": 41})  # identity inside ingest
     >>> r["identity_inline"], r["hops_ms"]["to_ingest_output"]["p50"]
     (1, 12.0)
+    >>> r = split({"e": 0}, {}, {}, {"e": 40}, {"e": 41})  # and the profile too
+    >>> r["profile_inline"], r["hops_ms"]["identity_to_recommendation"]["p50"]
+    (1, 40.0)
     """
-    inline = {e: t for e, t in routed_ms.items() if e not in resolved_ms}
-    stages = (sent_ms, {**resolved_ms, **inline}, routed_ms, generated_ms, read_ms)
+    # no persons record: learned where it was resolved (its resolve record, else its send)
+    profile_inline = {e: resolved_ms.get(e, t) for e, t in sent_ms.items() if e not in routed_ms}
+    routed = {**profile_inline, **routed_ms}
+    inline = {e: t for e, t in routed.items() if e not in resolved_ms}
+    stages = (sent_ms, {**resolved_ms, **inline}, routed, generated_ms, read_ms)
     complete = [e for e in sent_ms if all(e in s for s in stages[1:])]
     hops: dict[str, Any] = {}
     for h, name in enumerate(HOPS):
@@ -63,6 +71,7 @@ def split(
         "events": len(complete),
         "events_missing_a_stage": len(sent_ms) - len(complete),
         "identity_inline": sum(1 for e in complete if e in inline),
+        "profile_inline": sum(1 for e in complete if e in profile_inline),
         "hops_ms": hops,
     }
 

@@ -255,6 +255,15 @@ def test_hop_split_adds_up_and_skips_events_missing_a_stage() -> None:
     assert (r["events"], r["identity_inline"]) == (2, 1)
     assert r["hops_ms"]["ingest_to_identity_output"]["p50"] == (20.0 + 0.0) / 2
     assert sum(r["hops_ms"][h]["p50"] for h in HOPS) == (75.0 + 70.0) / 2
+    assert r["profile_inline"] == 0
+    # a learned by the worker that resolved it (no persons record), b also resolved in ingest
+    r = split(sent, resolved, {"b": 110.0}, generated, read)
+    assert (r["events"], r["profile_inline"], r["identity_inline"]) == (2, 1, 0)
+    assert r["hops_ms"]["identity_to_recommendation"]["p50"] == (60.0 + 40.0) / 2
+    r = split(sent, {}, {}, generated, read)
+    assert (r["events"], r["profile_inline"], r["identity_inline"]) == (2, 2, 2)
+    assert r["hops_ms"]["to_ingest_output"]["p50"] == 0.0
+    assert sum(r["hops_ms"][h]["p50"] for h in HOPS) == (75.0 + 70.0) / 2
 
 
 def test_hop_reader_finds_the_event_in_both_internal_record_shapes() -> None:
