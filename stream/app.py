@@ -11,6 +11,9 @@ Topology (``<p>`` is the topic prefix)::
 - ``ingest`` validates and cleans in parallel over the input partitions; rejects go to the DLQ.
 - ``identity`` runs on a single-partition topic so the identity graph sees every account; it is
   a few dict look-ups per event. It emits person-keyed commands: event, merge_out, merge_in, erase.
+  The worker holding that partition resolves the events it ingests itself (no resolve hop), and
+  a command for a person whose partition it holds goes straight into its own profile batches
+  (no persons hop; :mod:`stream.inline` keeps the topic's order with a barrier per partition).
 - ``profile`` takes events in batches (bounded size and wait), embeds all their texts in one
   encoder call off the event loop, learns each into the person's profile (a Faust table, changelog
   backed; a repeated event id is a no-op), and publishes recommendations at most once per
@@ -88,6 +91,8 @@ class Counters:
     item_vectors_shared: int = 0  # items indexed with a vector read on the items topic
     identity_inline: int = 0  # events whose person ingest resolved itself (no resolve hop)
     profile_inline: int = 0  # events learned without the persons topic's hop (stream.inline)
+    #: inline commands a rebalance overtook, sent on through the persons topic after all
+    inline_sent_on: int = 0
     left_to_redelivery: int = 0  # events of batches overtaken by a rebalance (not acked)
 
 
@@ -431,10 +436,15 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             for item in held:
                 if item.source.message.tp in owned:
                     await persons_topic.send(key=item.command["person"], value=item.command)
+                    rt.counters.inline_sent_on += 1
                     _release(item.source)
                 else:
                     rt.counters.left_to_redelivery += 1
                 router.done()
+            logger.info(
+                "rebalance: %d commands waiting for a barrier go through the persons topic",
+                len(held),
+            )
         await router.wait_idle()
 
     def _release(event: Any) -> None:
@@ -596,6 +606,7 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             # learned (or before a merge or erase, so nothing about a person follows those)
             due: list[Due] = []
             covisits: list[dict[str, Any]] = []  # the batch's co-visit observations, sent once
+            sent_on = 0  # inline commands a rebalance overtook, sent through the persons topic
             for i, cmd in enumerate(batch.commands):
                 owned = await ownership(app, batch.generation, owned)
                 if owned is not None and batch.events[i].message.tp not in owned:
@@ -613,6 +624,8 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                     if due:
                         await _publish_due(due)
                     await persons_topic.send(key=cmd["person"], value=cmd)
+                    rt.counters.inline_sent_on += 1
+                    sent_on += 1
                     continue
                 if kind != "event" and due:
                     await _publish_due(due)
@@ -639,6 +652,11 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
                     app.sensors.on_message_out(e.message.tp, e.message.offset, e.message)
             if batch.inline:
                 router.done(len(batch.commands))
+            if sent_on:
+                logger.info(
+                    "rebalance: %d commands of an inline batch went through the persons topic",
+                    sent_on,
+                )
             if left:
                 rt.counters.left_to_redelivery += left
                 logger.info(

@@ -32,6 +32,7 @@ def stats(app: faust.App) -> dict[str, Any]:
         "merges": c.merges,
         "identity_inline": c.identity_inline,
         "profile_inline": c.profile_inline,
+        "inline_sent_on": c.inline_sent_on,
         "erased": c.erased,
         "persons": persons,
         "accounts": accounts,
