@@ -119,6 +119,43 @@ def max_rate_phase(rig: Rig, stream: EventStream, opts: Options) -> dict[str, An
     }
 
 
+def prewarm_phase(rig: Rig, stream: EventStream, n: int, opts: Options) -> dict[str, Any]:
+    """Send ``n`` events of ``stream`` with a bounded backlog and wait until they are learned:
+    unmeasured, so that the next phase on the same stream starts where a longer-running worker
+    would be (its cache holds the items drawn so far)."""
+    produced0 = rig.produced
+    rig.watcher.pace_s = WATCHER_PACE_S
+    t0 = time.monotonic()
+    bar = _bar(n, f"{stream.name}: prewarm", rig.progress)
+    bar.unit = "events"
+    bar.bar_format = None
+    sent = 0
+    while sent < n:
+        backlog = rig.produced - rig.watcher.learned
+        room = min(n - sent, 200, max(opts.backlog_min, 400) - backlog)
+        if room > 0:
+            for _ in range(room):
+                rig.send(next(stream))
+            sent += room
+            bar.n = sent
+            bar.refresh()
+        else:
+            dead = rig.worker.dead()
+            if dead is not None:
+                raise RuntimeError(f"a worker died; see {dead}")
+            time.sleep(0.02)
+    bar.close()
+    drained, _ = drain(rig, opts.drain_timeout_s)
+    rig.watcher.pace_s = 0.0
+    seconds = time.monotonic() - t0
+    return {
+        "events_produced": rig.produced - produced0,
+        "seconds": round(seconds, 1),
+        "events_per_s": round((rig.produced - produced0) / seconds, 1) if seconds > 0 else None,
+        "drained": drained,
+    }
+
+
 def latency_phase(rig: Rig, stream: EventStream, rate: float, opts: Options) -> dict[str, Any]:
     """Produce ``rate`` events/s for ``latency_s``; time each event to its recommendation."""
     produced0, learned0 = rig.produced, rig.watcher.learned
@@ -228,7 +265,11 @@ def run_phases(
     try:
         idle = idle_phase(rig, 3.0 if opts.quick else 5.0)
         phases: dict[str, dict[str, Any]] = {}
+        prewarm: dict[str, Any] | None = None
         for stream in streams:
+            if stream.name == "zipf" and opts.zipf_prewarm > 0:
+                prewarm = prewarm_phase(rig, stream, opts.zipf_prewarm, opts)
+                say(progress, f"zipf prewarm: {prewarm}")
             phases[stream.name] = max_rate_phase(rig, stream, opts)
             say(progress, f"{stream.name}: {phases[stream.name]['events_per_s']} events/s")
         rate = opts.latency_rate or max(1.0, (phases["unique"]["events_per_s"] or 1.0) / 2)
@@ -243,6 +284,7 @@ def run_phases(
     return {
         "worker_idle": idle,
         "pipeline": phases,
+        "zipf_prewarm": prewarm,
         "latency": latency,
         "totals": {
             "events_produced": rig.produced,
@@ -269,6 +311,7 @@ __all__ = [
     "idle_phase",
     "latency_phase",
     "max_rate_phase",
+    "prewarm_phase",
     "run_phases",
     "say",
 ]

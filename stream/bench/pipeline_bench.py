@@ -75,6 +75,8 @@ class Options:
     backlog_min: int = 100
     zipf_items: int = 10_000
     zipf_s: float = 1.1
+    #: Zipf events sent and learned (unmeasured) before the Zipf max-rate phase
+    zipf_prewarm: int = 0
     users: int = 5_000
     encoder_texts: int = 1_000
     encoder_repeats: int = 3
@@ -107,7 +109,7 @@ def _settings_used(settings: Settings) -> dict[str, Any]:
         "encoder_batch_size", "encoder_max_wait_ms", "encoder_threads", "encoder_variant",
         "encoder_provider", "encoder_max_tokens", "encoder_cache_size", "partitions",
         "refresh_interval_s", "fetch_max_wait_ms", "max_interests", "top_k", "log_level",
-        "index_ann_min_items",
+        "index_ann_min_items", "inline_identity", "inline_profile",
     )  # fmt: skip
     dumped = settings.model_dump()
     return {
@@ -201,6 +203,8 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
             broker.stop()
     raw = measured["encoder_raw"]["sentences_per_s"]
     phases = streamed["pipeline"]
+    before = (streamed.get("zipf_prewarm") or {}).get("events_produced", 0)
+    zipf_events = phases["zipf"]["events_produced"]
     report: dict[str, Any] = {
         "benchmark": "pipeline",
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -213,8 +217,17 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
             "items": sampler.n,
             "s": sampler.s,
             "top_100_share": round(float(sampler.probabilities[:100].sum()), 3),
-            "expected_distinct_items": round(
-                sampler.expected_distinct(phases["zipf"]["events_produced"])
+            "prewarm_events": before,
+            "expected_distinct_items": round(sampler.expected_distinct(before + zipf_events)),
+            # the share of the phase's events whose item no earlier event had: the encoder's
+            # floor however warm the rest is (what caps the Zipf ratio; docs/performance.md)
+            "expected_first_seen_share": round(
+                (
+                    sampler.expected_distinct(before + zipf_events)
+                    - sampler.expected_distinct(before)
+                )
+                / max(1, zipf_events),
+                3,
             ),
         },
         "ratios": {
@@ -263,6 +276,14 @@ def format_table(report: Mapping[str, Any]) -> str:
         cores = _num(w["cpu_cores_used"].get("worker"), ".2f")
         row(f"  {name}: worker CPU cores / encoder busy", f"{cores} / {w['encoder_busy_share']}")
         row(f"  {name}: cache hit rate", _num(w["cache_hit_rate"], ".3f"))
+        if name == "zipf":
+            z = report.get("zipf") or {}
+            row(
+                "  zipf: items never seen before (expected)",
+                _num(z.get("expected_first_seen_share"), ".3f"),
+            )
+            if z.get("prewarm_events"):
+                row("  zipf: events learned before (--zipf-prewarm)", str(z["prewarm_events"]))
     row("worker idle (CPU cores)", _num(report["worker_idle"]["cpu_cores_used"]["worker"], ".3f"))
     pure = report["pure_steps"]
     row("pure steps in-process (ms/event)", _num(pure["ms_per_event"]["total"], ".2f"))
@@ -339,6 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--latency-rate", type=float, metavar="R", help="events/s (default: half unique max)")
     add("--zipf-items", type=int, metavar="N", help="catalogue size of the Zipf stream (10000)")
     add("--zipf-s", type=float, metavar="S", help="Zipf exponent (1.1)")
+    add(
+        "--zipf-prewarm",
+        type=int,
+        metavar="N",
+        help="send N Zipf events, unmeasured, before the Zipf phase (0): its window then sees "
+        "a worker that has run longer, as a production one has; the report gives the share of "
+        "the window's events whose item is new either way",
+    )
     add("--users", type=int, metavar="N", help="accounts events are spread over (5000)")
     add("--encoder-texts", type=int, metavar="N", help="texts for the raw encoder (1000)")
     add("--backlog", type=float, metavar="S", help="seconds of work kept queued (4)")
@@ -360,6 +389,7 @@ def options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Option
     flags = {
         "warmup_s": args.warmup, "window_s": args.window, "latency_s": args.latency_duration,
         "latency_rate": args.latency_rate, "zipf_items": args.zipf_items, "zipf_s": args.zipf_s,
+        "zipf_prewarm": args.zipf_prewarm,
         "users": args.users, "encoder_texts": args.encoder_texts, "backlog_s": args.backlog,
         "seed": args.seed, "workers": args.workers,
     }  # fmt: skip
@@ -372,6 +402,8 @@ def options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Option
         parser.error("--latency-rate must be > 0")
     if opts.workers < 1:
         parser.error("--workers must be >= 1")
+    if opts.zipf_prewarm < 0:
+        parser.error("--zipf-prewarm must be >= 0")
     return opts
 
 

@@ -34,7 +34,7 @@ def _quick_report(
 def test_quick_run_reports_consistent_counts(
     bootstrap: str, encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    report = _quick_report(bootstrap, tmp_path, monkeypatch)
+    report = _quick_report(bootstrap, tmp_path, monkeypatch, "--zipf-prewarm", "50")
 
     assert report["quick"] is True
     assert report["settings"]["encoder_batch_size"] >= 1
@@ -61,6 +61,11 @@ def test_quick_run_reports_consistent_counts(
     totals = report["totals"]
     produced = sum(report["pipeline"][n]["events_produced"] for n in ("unique", "zipf"))
     produced += latency["events_produced"]
+    # --zipf-prewarm: 50 Zipf events learned, unmeasured, before the Zipf phase
+    assert report["zipf_prewarm"]["events_produced"] == report["zipf"]["prewarm_events"] == 50
+    assert report["zipf_prewarm"]["drained"] is True
+    assert 0 < report["zipf"]["expected_first_seen_share"] <= 1
+    produced += report["zipf_prewarm"]["events_produced"]
     assert totals["events_produced"] == produced
     assert totals["events_learned"] == produced  # one profile changelog record per event
     assert totals["worker_events_in"] == produced  # the worker consumed every event

@@ -216,6 +216,9 @@ def test_options_defaults_quick_and_overrides() -> None:
     with pytest.raises(SystemExit):
         options(parser.parse_args(["--window", "0"]), parser)
     assert options(parser.parse_args(["--workers", "3"]), parser).workers == 3
+    assert options(parser.parse_args(["--zipf-prewarm", "500"]), parser).zipf_prewarm == 500
+    with pytest.raises(SystemExit):
+        options(parser.parse_args(["--zipf-prewarm", "-1"]), parser)
     with pytest.raises(SystemExit):
         options(parser.parse_args(["--workers", "0"]), parser)
 
