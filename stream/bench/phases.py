@@ -186,12 +186,13 @@ def latency_phase(rig: Rig, stream: EventStream, rate: float, opts: Options) -> 
     bar.close()
     drained, _ = drain(rig, opts.drain_timeout_s)
     time.sleep(0.5)  # the last recommendations trail the changelog write by a send
-    received, deferred = rig.watcher.received, rig.watcher.deferred
-    direct = [
-        (received[e] - t) * 1000 for e, t in sent_at.items() if e in received and e not in deferred
-    ]
-    late = [(received[e] - t) * 1000 for e, t in sent_at.items() if e in deferred]
-    by_hop = _hop_split(rig, offsets, {e: t for e, t in sent_ms.items() if e not in deferred})
+    # one snapshot: the watcher's thread goes on reading, and the hop split below must cover
+    # exactly the events the latencies do
+    received, deferred = dict(rig.watcher.received), set(rig.watcher.deferred)
+    direct_ids = [e for e in sent_at if e in received and e not in deferred]
+    direct = [(received[e] - sent_at[e]) * 1000 for e in direct_ids]
+    late = [(received[e] - t) * 1000 for e, t in sent_at.items() if e in deferred and e in received]
+    by_hop = _hop_split(rig, offsets, {e: sent_ms[e] for e in direct_ids})
     return {
         "stream": stream.name,
         "rate_target": round(rate, 1),
