@@ -648,8 +648,8 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             for e in batch.events:
                 if owned is not None and e.message.tp not in owned:
                     left += 1
-                elif e.ack():  # the last reference: the offset may be committed now
-                    app.sensors.on_message_out(e.message.tp, e.message.offset, e.message)
+                else:
+                    _release(e)  # the last reference lets the offset be committed
             if batch.inline:
                 router.done(len(batch.commands))
             if sent_on:
