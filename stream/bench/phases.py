@@ -58,6 +58,12 @@ def idle_phase(rig: Rig, seconds: float) -> dict[str, Any]:
     return {"seconds": w["seconds"], "cpu_cores_used": w["cpu_cores_used"]}
 
 
+def _raise_if_dead(rig: Rig) -> None:
+    dead = rig.worker.dead()
+    if dead is not None:
+        raise RuntimeError(f"a worker died; see {dead}")
+
+
 def drain(rig: Rig, timeout_s: float) -> tuple[bool, float]:
     """Wait until every event produced so far is learned; returns (drained, seconds waited)."""
     rig.producer.flush()
@@ -65,9 +71,7 @@ def drain(rig: Rig, timeout_s: float) -> tuple[bool, float]:
     while rig.watcher.learned < rig.produced:
         if time.monotonic() - t0 > timeout_s:
             return False, time.monotonic() - t0
-        dead = rig.worker.dead()
-        if dead is not None:
-            raise RuntimeError(f"a worker died; see {dead}")
+        _raise_if_dead(rig)
         time.sleep(0.1)
     return True, time.monotonic() - t0
 
@@ -140,9 +144,7 @@ def prewarm_phase(rig: Rig, stream: EventStream, n: int, opts: Options) -> dict[
             bar.n = sent
             bar.refresh()
         else:
-            dead = rig.worker.dead()
-            if dead is not None:
-                raise RuntimeError(f"a worker died; see {dead}")
+            _raise_if_dead(rig)
             time.sleep(0.02)
     bar.close()
     drained, _ = drain(rig, opts.drain_timeout_s)

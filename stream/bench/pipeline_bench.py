@@ -205,6 +205,10 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
     phases = streamed["pipeline"]
     before = (streamed.get("zipf_prewarm") or {}).get("events_produced", 0)
     zipf_events = phases["zipf"]["events_produced"]
+    distinct_before, distinct_after = (
+        sampler.expected_distinct(before),
+        sampler.expected_distinct(before + zipf_events),
+    )
     report: dict[str, Any] = {
         "benchmark": "pipeline",
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -218,16 +222,11 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
             "s": sampler.s,
             "top_100_share": round(float(sampler.probabilities[:100].sum()), 3),
             "prewarm_events": before,
-            "expected_distinct_items": round(sampler.expected_distinct(before + zipf_events)),
+            "expected_distinct_items": round(distinct_after),
             # the share of the phase's events whose item no earlier event had: the encoder's
             # floor however warm the rest is (what caps the Zipf ratio; docs/performance.md)
             "expected_first_seen_share": round(
-                (
-                    sampler.expected_distinct(before + zipf_events)
-                    - sampler.expected_distinct(before)
-                )
-                / max(1, zipf_events),
-                3,
+                (distinct_after - distinct_before) / max(1, zipf_events), 3
             ),
         },
         "ratios": {
