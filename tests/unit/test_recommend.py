@@ -319,6 +319,31 @@ def test_hnsw_follows_an_item_whose_vector_changed() -> None:
     assert len(ann) == 1_000
 
 
+def test_the_same_vector_again_keeps_the_graph_node() -> None:
+    """An item coming back with its own vector (from the items topic, or on a new platform)
+    updates the item and its platforms, not the HNSW graph; a new vector moves the node."""
+    vectors = clustered(50, 16, seed=4, clusters=3)
+    index = ItemIndex(16, ann_min_items=1)
+    for i, v in enumerate(vectors):
+        index.upsert(Item(f"i{i}", platforms=("shop",)), v)
+    added: list[int] = []
+    graph = index._ann
+    real_add = graph.add
+
+    def spy(key: object, vector: np.ndarray, **kw: object) -> object:
+        added.append(int(str(key)))
+        return real_add(key, vector, **kw)
+
+    graph.add = spy
+    index.upsert(Item("i3", title="again", platforms=("news",)), vectors[3].copy())
+    assert added == []
+    item = index.get("i3")
+    assert item is not None and item.title == "again"
+    assert bool(index.allowed("news")[3]) and not bool(index.allowed("news")[4])
+    index.upsert(Item("i3", platforms=("news",)), vectors[7])
+    assert added == [3]
+
+
 def _blend_fixture() -> tuple[np.ndarray, ItemIndex, ItemIndex, Signals, list[InterestProfile]]:
     vectors = clustered(1_500, 32, seed=11, clusters=10)
     exact, ann = _twin_indexes(vectors)
