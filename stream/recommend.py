@@ -259,11 +259,18 @@ class ItemIndex:
         quotas = _quotas([i.weight for i in interests], k)
         total = sum(i.weight for i in interests)
         width = sims.shape[1]
-        ranked: list[list[int]] = []
-        for m in range(len(interests)):
-            top = np.argpartition(-sims[m], pool - 1)[:pool] if pool < width else np.arange(width)
-            top = top[np.argsort(-sims[m, top])]
-            ranked.append(top[np.isfinite(sims[m, top])].tolist())
+        # each interest's best ``pool`` columns, best first (one numpy call per step for all
+        # interests: per-row calls were ~10 % of a recommendation)
+        neg = -sims
+        if pool < width:
+            top = np.argpartition(neg, pool - 1, axis=1)[:, :pool]
+        else:
+            top = np.broadcast_to(np.arange(width), neg.shape)
+        best = np.take_along_axis(neg, top, axis=1)
+        order = np.argsort(best, axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        keep = np.isfinite(np.take_along_axis(best, order, axis=1))
+        ranked: list[list[int]] = [t[f].tolist() for t, f in zip(top, keep, strict=True)]
         out: list[Scored] = []
         taken: set[int] = set()
         cursor = [0] * len(interests)
