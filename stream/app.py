@@ -491,10 +491,11 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
             msg["trigger"]["deferred"] = deferred
             rt.last_refresh[pid] = now
             rt.counters.recommendations_out += 1
-            rt.latest_recs.put(pid, msg)  # for /persons/{id}/recommendations and the ops page
+            encoded = faust_compat.json_bytes(msg)  # once, for the topic and for the ops page
+            rt.latest_recs.put(pid, encoded)  # for /persons/{id}/recommendations
             if rt.metrics is not None:
                 rt.metrics.recommendation_sent(ev.event_id, deferred=deferred)
-            await recs_topic.send(key=pid, value=msg)
+            await recs_topic.send(key=pid, value=encoded, value_serializer="raw")
             await profiles_topic.send(key=pid, value=prof.to_json(pid, accounts))
 
     def _rank(

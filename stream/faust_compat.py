@@ -98,11 +98,16 @@ class OrjsonCodec(faust_codecs.Codec):
         return orjson.loads(s)
 
     def _dumps(self, s: Any) -> bytes:
-        return orjson.dumps(
-            s,
-            default=_json_default,
-            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
-        )
+        return json_bytes(s)
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON, as :class:`OrjsonCodec` writes it to a topic."""
+    return orjson.dumps(
+        value,
+        default=_json_default,
+        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+    )
 
 
 #: The value codec of every JSON topic the app writes or reads.

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from typing import Any
 
+from .faust_compat import json_bytes
 from .ingest import REASONS
 from .lag import GroupLag
 
@@ -68,11 +69,12 @@ class LatestRecommendations:
     def __contains__(self, person_id: object) -> bool:
         return person_id in self._by_person
 
-    def put(self, person_id: str, message: Mapping[str, Any]) -> None:
-        """Remember ``message`` (a recommendation message) as the person's latest."""
+    def put(self, person_id: str, message: Mapping[str, Any] | bytes) -> None:
+        """Remember ``message`` (a recommendation message, or its JSON as the recommendations
+        topic carries it) as the person's latest."""
         if self.max_persons <= 0:
             return
-        encoded = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+        encoded = message if isinstance(message, bytes) else json_bytes(message)
         self._by_person[person_id] = encoded
         self._by_person.move_to_end(person_id)
         while len(self._by_person) > self.max_persons:
