@@ -220,6 +220,7 @@ def faust_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
         "web_bind": settings.web_bind,
         "web_enabled": settings.web_port != 0,
         "stream_wait_empty": False,
+        "producer_linger": settings.producer_linger_ms / 1000.0,
         "logging_config": None,
     }
 

@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         default=20, ge=1, le=1500, description="longest a fetch may wait for data (latency bound)"
     )
+    producer_linger_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=1000,
+        description="how long the worker's producer gathers records into one produce request "
+        "(fewer requests for the broker and the event loop vs that much latency per record)",
+    )  # 5 ms, Kafka 4.0's own default linger.ms: against 0, lower p99 and broker CPU in 4 of 4
+    # alternating bench pairs (docs/performance.md "Sessions 11-12")
     replica_poll_ms: int = Field(
         default=200,
         ge=0,
