@@ -57,6 +57,9 @@ class LatestRecommendations:
     ['p_c', 'p_b']
     >>> latest.pop("p_b"); len(latest)
     1
+    >>> latest.put("p_d", b'{"person_id":"p_d","items":[]}')  # as the topic carries it
+    >>> latest.get("p_d")["person_id"], "p_c" in latest
+    ('p_d', True)
     """
 
     def __init__(self, max_persons: int = MAX_LATEST_RECOMMENDATIONS) -> None:
