@@ -7,6 +7,9 @@ with the other tests and ``make run``); later runs reuse it.
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import math
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import numpy as np
 import pytest
 
 from export.encoder_export import ensure_encoder, read_manifest
-from stream.encoder import Encoder, EncoderError
+from stream.encoder import CPU_CALL_COST_TOKENS, Encoder, EncoderError, length_groups
 from stream.settings import Settings
 
 DATA_DIR = Path(__file__).resolve().parents[2] / ".data"
@@ -72,6 +75,49 @@ def test_alone_equals_padded(encoder_dir: Path) -> None:
     padded = enc.encode(texts)[0]
     assert max(enc.token_lengths(texts)) > 3 * enc.token_lengths(["wireless earbuds"])[0]
     assert _cos(alone, padded) > 0.9999
+
+
+def _cost(lengths: list[int], ends: list[int], call_cost: float) -> float:
+    starts = [0, *ends[:-1]]
+    return sum(call_cost + (e - s) * lengths[e - 1] for s, e in zip(starts, ends, strict=True))
+
+
+def test_length_groups_is_the_cheapest_cut() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        n = rng.randint(1, 9)
+        lengths = sorted(rng.randint(3, 60) for _ in range(n))
+        call_cost = rng.choice([0.0, 4.0, 16.0, 50.0])
+        ends = length_groups(lengths, call_cost)
+        assert ends[-1] == n and ends == sorted(set(ends))  # runs cover every text, in order
+        every = ([*cuts, n] for k in range(n) for cuts in itertools.combinations(range(1, n), k))
+        cheapest = min(_cost(lengths, list(e), call_cost) for e in every)
+        assert _cost(lengths, ends, call_cost) == pytest.approx(cheapest), (lengths, call_cost)
+
+
+def test_length_groups_edges() -> None:
+    assert length_groups([], 16) == []
+    assert length_groups([7], 16) == [1]
+    assert length_groups([3, 90], math.inf) == [2]  # never cut
+    assert length_groups([3, 90], 0) == [1, 2]
+
+
+def test_split_batches_give_the_same_vectors(encoder_dir: Path) -> None:
+    texts = [*MIXED, *(t + " " + t for t in MIXED)]
+    whole = Encoder(encoder_dir, provider="cpu", batch_size=64, call_cost_tokens=1e9)
+    split = Encoder(encoder_dir, provider="cpu", batch_size=64, call_cost_tokens=0)
+    assert split.call_cost_tokens == 0 and whole.call_cost_tokens == 1e9
+    lengths = sorted(split.token_lengths(texts))
+    assert len(length_groups(lengths, 0)) > 3  # the batch really is cut into several calls
+    np.testing.assert_allclose(split.encode(texts), whole.encode(texts), atol=2e-5)
+
+
+def test_cpu_encoder_cuts_batches_by_default(encoder_dir: Path) -> None:
+    assert Encoder(encoder_dir, provider="cpu").call_cost_tokens == CPU_CALL_COST_TOKENS
+    settings = Settings(data_dir=DATA_DIR, encoder_provider="cpu", encoder_call_cost_tokens=40)
+    assert Encoder.from_settings(settings).call_cost_tokens == 40
+    with pytest.raises(ValueError, match="call_cost_tokens"):
+        Encoder(encoder_dir, provider="cpu", call_cost_tokens=-1)
 
 
 def test_semantic_sanity(encoder: Encoder) -> None:
