@@ -96,6 +96,11 @@ class Counters:
     left_to_redelivery: int = 0  # events of batches overtaken by a rebalance (not acked)
 
 
+def _set(event: asyncio.Event) -> asyncio.Event:
+    event.set()
+    return event
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -117,11 +122,23 @@ class Runtime:
         )
     )
 
+    #: encoder calls submitted and not yet finished, and an event set whenever there are none
+    #: (the inline dispatcher forms its next batch only then; see ``_dispatch_inline``)
+    encoder_calls_open: int = 0
+    encoder_idle: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
+
     async def embed(self, keys: Sequence[str], texts: Sequence[str]) -> Any:
         loop = asyncio.get_running_loop()
-        vectors, elapsed = await loop.run_in_executor(
-            self.encoder_thread, self._encode_timed, list(keys), list(texts)
-        )
+        self.encoder_calls_open += 1
+        self.encoder_idle.clear()
+        try:
+            vectors, elapsed = await loop.run_in_executor(
+                self.encoder_thread, self._encode_timed, list(keys), list(texts)
+            )
+        finally:
+            self.encoder_calls_open -= 1
+            if self.encoder_calls_open == 0:
+                self.encoder_idle.set()
         self.counters.encoder_batches += 1
         self.counters.encoder_texts += len(texts)
         self.counters.encoder_seconds += elapsed
@@ -455,9 +472,17 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
 
     async def _dispatch_inline(queue: asyncio.Queue[_Batch]) -> None:
         """Dispatched commands into profile batches: whatever has gathered (up to a batch)
-        while the last batch waited for the applier, so batches grow with the load."""
+        while the encoder was busy and the last batch waited for the applier, so batches grow
+        with the load.
+
+        A batch is formed only once the encoder has no call open (late binding): commands that
+        arrive meanwhile join one batch when it is free, instead of each queuing behind the
+        running call in a batch of its own. Small batches are the encoder's slowest (on 2 cores
+        ~65 texts per busy second in batches of 1-3 against ~120 in batches of 32), and a
+        command behind two queued calls waited for both."""
         while True:
             items = [await inbox.get()]
+            await rt.encoder_idle.wait()
             while len(items) < settings.encoder_batch_size and not inbox.empty():
                 items.append(inbox.get_nowait())
             batch = _prepare(
