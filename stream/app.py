@@ -96,7 +96,9 @@ class Counters:
     left_to_redelivery: int = 0  # events of batches overtaken by a rebalance (not acked)
 
 
-def _set(event: asyncio.Event) -> asyncio.Event:
+def _set_event() -> asyncio.Event:
+    """An :class:`asyncio.Event` that starts set."""
+    event = asyncio.Event()
     event.set()
     return event
 
@@ -125,7 +127,7 @@ class Runtime:
     #: encoder calls submitted and not yet finished, and an event set whenever there are none
     #: (the inline dispatcher forms its next batch only then; see ``_dispatch_inline``)
     encoder_calls_open: int = 0
-    encoder_idle: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
+    encoder_idle: asyncio.Event = field(default_factory=_set_event)
 
     async def embed(self, keys: Sequence[str], texts: Sequence[str]) -> Any:
         loop = asyncio.get_running_loop()

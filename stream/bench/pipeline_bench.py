@@ -108,9 +108,9 @@ def _settings_used(settings: Settings) -> dict[str, Any]:
     keys = (
         "encoder_batch_size", "encoder_max_wait_ms", "encoder_threads", "encoder_variant",
         "encoder_provider", "encoder_max_tokens", "encoder_cache_size", "encoder_call_cost_tokens",
-        "partitions",
-        "refresh_interval_s", "fetch_max_wait_ms", "producer_linger_ms", "max_interests", "top_k",
-        "log_level", "index_ann_min_items", "inline_identity", "inline_profile",
+        "partitions", "refresh_interval_s", "fetch_max_wait_ms", "producer_linger_ms",
+        "max_interests", "top_k", "log_level", "index_ann_min_items", "inline_identity",
+        "inline_profile",
     )  # fmt: skip
     dumped = settings.model_dump()
     return {
