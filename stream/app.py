@@ -50,6 +50,7 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from . import faust_compat
+from .batching import take_when_idle
 from .encoder import Encoder
 from .identity import IdentityGraph
 from .ingest import Rejection, parse_event
@@ -125,7 +126,7 @@ class Runtime:
     )
 
     #: encoder calls submitted and not yet finished, and an event set whenever there are none
-    #: (the inline dispatcher forms its next batch only then; see ``_dispatch_inline``)
+    #: (the inline dispatcher forms its next batch only then; see :mod:`stream.batching`)
     encoder_calls_open: int = 0
     encoder_idle: asyncio.Event = field(default_factory=_set_event)
 
@@ -475,18 +476,11 @@ def create_app(settings: Settings, bootstrap: str, encoder: Encoder | None = Non
     async def _dispatch_inline(queue: asyncio.Queue[_Batch]) -> None:
         """Dispatched commands into profile batches: whatever has gathered (up to a batch)
         while the encoder was busy and the last batch waited for the applier, so batches grow
-        with the load.
-
-        A batch is formed only once the encoder has no call open (late binding): commands that
-        arrive meanwhile join one batch when it is free, instead of each queuing behind the
-        running call in a batch of its own. Small batches are the encoder's slowest (on 2 cores
-        ~65 texts per busy second in batches of 1-3 against ~120 in batches of 32), and a
-        command behind two queued calls waited for both."""
+        with the load. A batch is formed only once the encoder has no call open (late binding,
+        :mod:`stream.batching`). The persons-topic path does not wait so: there it made batches
+        bigger and the paced latency worse (docs/performance-history.md, session 14)."""
         while True:
-            items = [await inbox.get()]
-            await rt.encoder_idle.wait()
-            while len(items) < settings.encoder_batch_size and not inbox.empty():
-                items.append(inbox.get_nowait())
+            items = await take_when_idle(inbox, rt.encoder_idle, settings.encoder_batch_size)
             batch = _prepare(
                 [i.source for i in items],
                 [i.command for i in items],
