@@ -288,6 +288,41 @@ def test_profiles_survive_restart_and_kill_without_loss_or_double_count(
     assert worker.stats()["persons"] == len(users)
 
 
+def test_the_persons_topic_path_batches_and_survives_a_kill_without_loss_or_double_count(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """Every command through the persons topic (``inline_profile`` off, as for persons whose
+    partition another worker of a group holds): its events are encoded in batches, and a worker
+    killed mid-stream, then sent every event again, loses none of them and counts none twice."""
+    stack, worker = started(stack_factory, inline_profile="false")
+    users = [f"p{i}" for i in range(6)]
+    titles = [it["title"] for it in CATALOGUE]
+    sent = [
+        event(n, "news", u, "view", item=item(f"s{n}-{u}", f"{titles[(n + j) % 24]}, {u}", "news"))
+        for n in range(8)
+        for j, u in enumerate(users)
+    ]
+    before = worker.stats()
+    stack.send(sent)
+    pids = {u: _person_of(stack, f"news-{u}-7") for u in users}
+    _settle(worker, pids, {u: 8 for u in users})
+    stats = worker.stats()
+    assert stats["profile_inline"] == 0, "every command went through the persons topic"
+    calls = stats["encoder"]["batches"] - before["encoder"]["batches"]
+    assert 0 < calls < len(sent), f"{calls} encoder calls for {len(sent)} new texts: no batching"
+
+    more = [
+        event(20 + n, "news", u, "click", item=item(f"f{n}-{u}", f"Follow-up {n} for {u}", "news"))
+        for n in range(4)
+        for u in users
+    ]
+    stack.send(more)
+    worker.kill()  # mid-stream: events taken, encoding or applied but not yet committed
+    worker = stack.worker()
+    stack.send(sent + more)  # redelivery, exaggerated: every event again
+    _settle(worker, pids, {u: 12 for u in users}, timeout=90)
+
+
 def test_a_rebalance_under_load_loses_nothing_and_double_counts_nothing(
     stack_factory: Callable[..., Stack],
 ) -> None:
