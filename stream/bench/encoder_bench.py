@@ -21,6 +21,11 @@ Configs:
   longest text of the batch), in corpus order or sorted by token length.
 * ``onnx fp32 bN`` / ``onnx int8 bN`` — :class:`stream.encoder.Encoder` (length-sorted batches of
   N) over the exported fused fp32 graph and its dynamic int8 quantisation.
+* ``onnx fp32 arrival bN`` / ``onnx fp32 arrival-whole bN`` — the encoder as a worker calls it:
+  one call per N texts in corpus order (N = ``CROSSPROFILE_ENCODER_BATCH_SIZE``), each batch
+  sorted within itself and cut into runs of similar length, or kept whole (CPU only; on CUDA a
+  batch is kept whole anyway). Against ``torch unsorted bN``: what batching the texts a stream
+  brings together costs, and what the length groups win back.
 * ``onnx fp32-plain bN`` — the plain dynamo export (no fused ops), exported for the run into a
   temporary folder: the "before" of the fused graph.
 * On a GPU (``--provider cuda``): PyTorch runs on CUDA and gains ``torch fp16 sorted bN`` (the
@@ -88,7 +93,7 @@ class Config:
 
     name: str
     engine: str  # "torch" | "onnxruntime"
-    method: str  # "seed" | "torch-single" | "torch-batched" | "onnx"
+    method: str  # "seed" | "torch-single" | "torch-batched" | "onnx" | "onnx-arrival"
     variant: str  # "fp32" | "int8" | "fp32-plain"
     batch_size: int
     sorted: bool
@@ -395,6 +400,24 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
 
         return encode
 
+    def onnx_arrival(
+        enc: Encoder, bs: int, call_cost: float | None
+    ) -> Callable[[Sequence[str]], Embeddings]:
+        """One encoder call per ``bs`` texts in corpus order, as a worker's batches come: each
+        sorted within itself and cut into length groups (``call_cost`` None: the provider's
+        default cost per call; inf: kept whole)."""
+        cost = enc.call_cost_tokens if call_cost is None else call_cost
+
+        def encode(ts: Sequence[str]) -> Embeddings:
+            enc.batch_size = bs
+            default, enc.call_cost_tokens = enc.call_cost_tokens, cost
+            try:
+                return np.concatenate([enc.encode(ts[i : i + bs]) for i in range(0, len(ts), bs)])
+            finally:
+                enc.call_cost_tokens = default
+
+        return encode
+
     with plain_ctx as plain_dir:
         if plain_dir is not None:
             sessions["fp32-plain"] = onnx("fp32", plain_dir)
@@ -406,12 +429,22 @@ def run(opts: Options, *, progress: bool = True) -> dict[str, Any]:
                         "dynamic", len(texts), onnx_encode(enc, bs),
                     )
                 )  # fmt: skip
+        arrival = settings.encoder_batch_size
+        if not cuda_ort:  # on CUDA a batch is kept whole anyway: the two would be the same
+            for label, cost in (("arrival", None), ("arrival-whole", math.inf)):
+                configs.append(
+                    Config(
+                        f"onnx fp32 {label} b{arrival}", "onnxruntime", "onnx-arrival", "fp32",
+                        arrival, False, "length groups" if cost is None else "dynamic",
+                        len(texts), onnx_arrival(fp32, arrival, cost),
+                    )
+                )  # fmt: skip
 
         # Rounds: each config encodes its slice r of the corpus in round r, so a burst of load
         # from a neighbour hits every config alike. Sorted configs get slices of the corpus in
         # global length order, the others slices in corpus order; slices are a multiple of every
         # batch size, so the batches are exactly those of one call on the whole corpus.
-        size = segment_size([*opts.torch_batches, *opts.onnx_batches], len(texts))
+        size = segment_size([*opts.torch_batches, *opts.onnx_batches, arrival], len(texts))
         rounds = -(-len(texts) // size)
         by_length = np.argsort(lengths, kind="stable")
         by_corpus = np.arange(len(texts))
@@ -612,7 +645,7 @@ def _report(configs: list[Config], opts: Options, notes: list[str]) -> dict[str,
 def format_table(report: dict[str, Any]) -> str:
     """The results as a plain-text table, followed by the ratios."""
     head = (
-        f"{'config':<22} {'texts':>5} {'sent/s':>8} {'min–max':>15} {'min cos':>8} "
+        f"{'config':<27} {'texts':>5} {'sent/s':>8} {'min–max':>15} {'min cos':>8} "
         f"{'mean cos':>8} {'knn@10':>6} {'×seed':>7} {'×torch':>6}"
     )
     lines = [head, "-" * len(head)]
@@ -624,7 +657,7 @@ def format_table(report: dict[str, Any]) -> str:
         rates = r["sentences_per_s"]
         par = r["parity"] or {}
         lines.append(
-            f"{r['name']:<22} {r['texts']:>5} {r['sentences_per_s_median']:>8.1f} "
+            f"{r['name']:<27} {r['texts']:>5} {r['sentences_per_s_median']:>8.1f} "
             f"{f'{min(rates):.0f}–{max(rates):.0f}':>15} "
             f"{num(par.get('min_cosine'), '.5f'):>8} {num(par.get('mean_cosine'), '.5f'):>8} "
             f"{num(par.get('knn_overlap_at_10'), '.3f'):>6} {num(r['vs_seed'], '.1f'):>7} "

@@ -145,7 +145,7 @@ def _series(report: dict[str, Any]) -> tuple[dict[str, list[tuple[int, float]]],
             variant = "" if r["variant"] == "fp32" else f"{r['variant']} "
             key = f"torch {variant}{'sorted' if r['sorted'] else 'unsorted'}"
             series.setdefault(key, []).append((int(r["batch_size"]), rate))
-        elif r["engine"] == "onnxruntime":
+        elif r["engine"] == "onnxruntime" and r["method"] == "onnx":  # not the arrival-order runs
             series.setdefault(f"onnx {r['variant']}", []).append((int(r["batch_size"]), rate))
     if single is not None:
         for key in ("torch unsorted", "torch sorted"):

@@ -101,7 +101,12 @@ def test_report_has_every_config(quick_report: dict[str, Any]) -> None:
     assert quick_report["quick"] is True
     assert quick_report["repeats"] == 1
     methods = {r["method"] for r in quick_report["results"]}
-    assert methods == {"seed", "torch-single", "torch-batched", "onnx"}
+    assert methods == {"seed", "torch-single", "torch-batched", "onnx", "onnx-arrival"}
+    # the worker's way: calls of CROSSPROFILE_ENCODER_BATCH_SIZE texts in arrival order, cut into
+    # length groups or kept whole
+    arrival = {r["name"]: r for r in quick_report["results"] if r["method"] == "onnx-arrival"}
+    assert set(arrival) == {"onnx fp32 arrival b32", "onnx fp32 arrival-whole b32"}
+    assert all(not r["sorted"] and r["batch_size"] == 32 for r in arrival.values())
 
 
 def test_results_are_complete(quick_report: dict[str, Any]) -> None:
@@ -177,6 +182,7 @@ def test_plot_keeps_fp16_pytorch_apart_and_names_the_gpu() -> None:
             row("torch-batched", "fp32", 512, 18000.0),
             row("torch-batched", "fp16", 512, 22000.0),
             row("onnx", "fp16", 512, 45000.0, engine="onnxruntime"),
+            row("onnx-arrival", "fp32", 32, 130.0, engine="onnxruntime"),  # a point, not a line
         ],
     }
     series, seed = _series(report)
@@ -184,4 +190,5 @@ def test_plot_keeps_fp16_pytorch_apart_and_names_the_gpu() -> None:
     assert series["torch sorted"] == [(1, 250.0), (512, 18000.0)]
     assert series["torch fp16 sorted"] == [(512, 22000.0)]
     assert series["onnx fp16"] == [(512, 45000.0)]
+    assert "onnx fp32" not in series  # the arrival-order runs stay off the batch-size chart
     assert render(report).shape[2] == 3
