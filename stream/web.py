@@ -38,7 +38,11 @@ def stats(app: faust.App) -> dict[str, Any]:
         "accounts": accounts,
         "profiles": len(profiles),
         "items": len(rt.index),
-        "index": {"hnsw_answers": rt.index.ann_answers, "hnsw_fallbacks": rt.index.ann_fallbacks},
+        "index": {
+            "graph": rt.index.graph_state(),
+            "hnsw_answers": rt.index.ann_answers,
+            "hnsw_fallbacks": rt.index.ann_fallbacks,
+        },
         "covisits": {
             "applied": c.covisits_applied,
             "waiting": len(rt.unplaced_covisits),

@@ -123,7 +123,9 @@ def pure_costs(
     from stream.pipeline import new_profile, observation, recommendation_message
     from stream.recommend import ItemIndex, Signals
 
-    index = ItemIndex(embeddings.shape[1], ann_min_items=settings.index_ann_min_items)
+    index = ItemIndex(
+        embeddings.shape[1], ann_min_items=settings.index_ann_min_items, background_build=False
+    )
     for i, vec in enumerate(embeddings):
         ev = _synthetic_event(i, "x")
         assert ev.item is not None

@@ -258,6 +258,7 @@ class CrossProfile:
             emb.shape[1],
             capacity=max(16, len(data.items)),
             ann_min_items=self.settings.index_ann_min_items,
+            background_build=False,  # an offline run: the graph in use from the same item each time
         )
         # exactly what a worker runs (Settings -> Signals), with any --params overrides on top
         self.signals = Signals(**{**self.settings.signals_config(), **blend})

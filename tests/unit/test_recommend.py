@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -389,3 +390,115 @@ def test_precomputed_cosines_of_the_wrong_shape_are_not_used() -> None:
     assert [r.item_id for r in exact.recommend(profile, 10, dots=wrong)] == want
     right = exact.cosines(np.stack([i.centroid for i in exact.active_interests(profile)]))
     assert [r.item_id for r in exact.recommend(profile, 10, dots=right)] == want
+
+
+# --- the HNSW graph's build -----------------------------------------------------------------------
+
+
+def test_no_graph_below_the_threshold_and_a_small_one_is_built_at_once() -> None:
+    vectors = clustered(300, 16, seed=5, clusters=6)
+    index = ItemIndex(16, ann_min_items=200)
+    for i, v in enumerate(vectors[:199]):
+        index.upsert(Item(f"i{i}"), v)
+    assert index.graph_state() == "waiting" and index.exact()  # no graph kept at all
+    index.upsert(Item("i199"), vectors[199])  # the 200th: under GRAPH_BUILD_INLINE_MAX, at once
+    assert index.graph_state() == "ready" and not index.exact()
+    for i, v in enumerate(vectors[200:], start=200):
+        index.upsert(Item(f"i{i}"), v)
+    assert len(index._ann) == 300  # kept current from then on
+    assert ItemIndex(16).graph_state() == "off"
+
+
+def _exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:
+    return [int(r) for r in np.argsort(-(vectors @ query), kind="stable")[:k]]
+
+
+class _GatedGraph:
+    """A real usearch graph whose bulk adds (the background rounds) wait for ``gate``."""
+
+    def __init__(self, graph: object, gate: threading.Event) -> None:
+        self._graph, self._gate = graph, gate
+
+    def add(self, keys: object, vectors: np.ndarray, **kw: object) -> object:
+        if np.ndim(vectors) == 2:
+            self._gate.wait(30)
+        return self._graph.add(keys, vectors, **kw)  # type: ignore[attr-defined]
+
+    def __len__(self) -> int:
+        return len(self._graph)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._graph, name)
+
+
+def test_a_big_graph_is_built_in_the_background_while_answers_stay_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past GRAPH_BUILD_INLINE_MAX items the graph is built off the caller's thread: items keep
+    arriving (more than one catch-up's worth, so a second round runs), one item's vector changes
+    while its old one is being added, and once ready the graph holds every row with its current
+    vector."""
+    from stream import recommend
+
+    gate = threading.Event()  # the first round waits until the test has sent the arrivals
+    real = recommend._new_graph
+    monkeypatch.setattr(recommend, "_new_graph", lambda dim: _GatedGraph(real(dim), gate))
+    n = recommend.GRAPH_BUILD_INLINE_MAX + 500
+    vectors = clustered(n + 2 * recommend.GRAPH_CATCH_UP_MAX, 16, seed=6, clusters=8)
+    index = ItemIndex(16, ann_min_items=n)
+    profile = profile_of(vectors, [1, 2, 3])
+    for i in range(n):
+        index.upsert(Item(f"i{i}"), vectors[i])
+    assert index.graph_state() == "building"
+    assert index.exact()  # every item scored until the graph is ready
+    want = [r.item_id for r in ItemIndex.recommend(index, profile, 10)]
+    assert index.ann_answers == 0
+    moved = 5
+    vectors[moved] = -vectors[moved]  # a new text for an item already handed to the builder
+    index.upsert(Item(f"i{moved}"), vectors[moved])
+    for i in range(n, len(vectors)):  # arrivals during the build
+        index.upsert(Item(f"i{i}"), vectors[i])
+    gate.set()
+    assert not index.wait_for_graph(60)  # the arrivals need a round of their own ...
+    assert index.graph_state() == "building"
+    assert index.wait_for_graph(60)  # ... and after it, few enough are left to add at once
+    assert index.graph_state() == "ready" and not index.exact()
+    graph = index._ann
+    assert len(graph) == len(vectors)
+    for row in (0, moved, n - 1, n, len(vectors) - 1):  # every row findable by its own vector
+        found = graph.search(vectors[row], 1)
+        assert int(found.keys[0]) == row
+    got = [r.item_id for r in index.recommend(profile, 10)]
+    assert index.ann_answers == 1
+    exact = ItemIndex(16)
+    for i, v in enumerate(vectors):
+        exact.upsert(Item(f"i{i}"), v)
+    assert got == [r.item_id for r in exact.recommend(profile, 10)]
+    assert want  # the answers during the build were exact ones (checked against their index)
+
+
+def test_a_failed_background_build_leaves_the_index_exact_and_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream import recommend
+
+    n = recommend.GRAPH_BUILD_INLINE_MAX + 10
+    vectors = clustered(n + 1, 16, seed=7, clusters=4)
+    real = recommend._new_graph
+    failures = [False, True]  # popped from the end: the first graph fails, the second works
+
+    class Broken:
+        def add(self, *args: object, **kw: object) -> None:
+            raise MemoryError("no room for the graph")
+
+    monkeypatch.setattr(
+        recommend, "_new_graph", lambda dim: Broken() if failures.pop() else real(dim)
+    )
+    index = ItemIndex(16, ann_min_items=n)
+    for i in range(n):
+        index.upsert(Item(f"i{i}"), vectors[i])
+    assert not index.wait_for_graph(30)  # the round failed: reported, the index exact again
+    assert index.graph_state() == "waiting"
+    index.upsert(Item(f"i{n}"), vectors[n])  # the next step starts over, with a working graph
+    assert index.graph_state() == "building" and index.exact()
+    assert index.wait_for_graph(60) and len(index._ann) == n + 1
