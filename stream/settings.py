@@ -56,7 +56,7 @@ class Settings(BaseSettings):
         description="how long the worker's producer gathers records into one produce request "
         "(fewer requests for the broker and the event loop vs that much latency per record)",
     )  # 5 ms, Kafka 4.0's own default linger.ms: against 0, lower p99 and broker CPU in 4 of 4
-    # alternating bench pairs (docs/performance.md "Sessions 11-12")
+    # alternating bench pairs (docs/performance-history.md "Sessions 11-12")
     replica_poll_ms: int = Field(
         default=200,
         ge=0,
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         description="pause between reads of the items and covisits replicas (broker load vs how "
         "soon another worker's new items and co-visits are seen)",
     )  # a caught-up reader of a busy topic otherwise fetches about once per record, ~0.7 ms of
-    # the embedded broker's CPU each (docs/performance.md)
+    # the embedded broker's CPU each (docs/broker.md gap 10)
 
     # --- files -----------------------------------------------------------------------------
     data_dir: Path = Field(default=Path(".data"), description="caches: ONNX encoder, datasets")
@@ -83,19 +83,20 @@ class Settings(BaseSettings):
         description="Python's thread switch interval in a worker (sys.setswitchinterval)",
     )  # 5 ms (Python's default) -> 1 ms: the encoder thread gets the GIL back promptly after
     # each onnxruntime call; with the pipelined profile agent, unique-text throughput 0.77 ->
-    # 0.92 of the raw encoder on 2 cores (docs/performance.md)
+    # 0.92 of the raw encoder on 2 cores (docs/performance-history.md, session 3)
     encoder_threads: int = Field(
         default=0,
         ge=0,
         description="onnxruntime intra-op threads; 0 = auto: all cores but one, which is left to "
-        "the worker's event loop (docs/performance.md)",
+        "the worker's event loop (docs/performance-history.md, session 3)",
     )
     encoder_batch_size: int = Field(default=32, ge=1)
     encoder_max_wait_ms: float = Field(
         default=10.0,
         ge=0,
         description="longest the profile agent waits to fill an encoder batch (latency bound)",
-    )  # 25 -> 10 ms halved p99 event->recommendation at the same throughput (performance.md)
+    )  # 25 -> 10 ms halved p99 event->recommendation at the same throughput (session 3 in
+    # docs/performance-history.md)
     encoder_max_tokens: int = Field(default=128, ge=8, le=512)
     encoder_call_cost_tokens: int = Field(
         default=0,
@@ -153,8 +154,10 @@ class Settings(BaseSettings):
         default=10_000,
         ge=0,
         description="from this many items on, candidates come from an HNSW graph (usearch) "
-        "and are rescored exactly; below it, or at 0, every item is scored (exact)",
-    )  # measured per recommendation (docs/performance.md "Item index"): at 12,000 items the
+        "and are rescored exactly; below it, or at 0, every item is scored (exact). The graph "
+        "is built when the index reaches it, past 1,000 items in a background thread (answers "
+        "stay exact meanwhile)",
+    )  # measured per recommendation (docs/performance-history.md "Item index"): at 12,000 items the
     # graph is 1.2-2x faster than scoring every item, at 48,000 3.7-5x; at 3,000-6,000 1.3-2.3x
     # slower
 
