@@ -5,7 +5,8 @@ In one run, for each catalogue size and each history length, the same profiles a
 baseline) and scoring HNSW candidates rescored exactly (``ann_min_items=1``). Reported per
 cell: ms per recommendation (median of repeats), overlap of the top 10 with the exact top 10,
 and how often the candidates were too few and every item was scored anyway; per size, the cost
-of inserting an item into the graph.
+of inserting an item into the graph, and what building the graph costs the caller when it is
+built at the threshold (in the background) rather than item by item from the first item on.
 
 Vectors: the worker's encoder on distinct corpus texts (``--texts``); catalogues larger than
 that are the encoded vectors plus slightly perturbed copies (cosine ≈ 0.96 to their source), so
@@ -34,6 +35,8 @@ from stream.profile import InterestProfile
 from stream.recommend import ItemIndex
 
 K = 10
+#: where a worker's graph starts by default (Settings.index_ann_min_items)
+DEFAULT_ANN_MIN_ITEMS = 10_000
 
 
 def clustered(n: int, dim: int, *, seed: int, clusters: int = 64) -> np.ndarray:
@@ -115,6 +118,46 @@ def kernel(data: np.ndarray, *, repeats: int = 20, seed: int = 7) -> list[dict[s
     return out
 
 
+def graph_build(data: np.ndarray, threshold: int) -> dict[str, Any]:
+    """What the graph costs the caller (a worker's event loop) as ``data`` is upserted into an
+    index whose graph starts at ``threshold`` items, built in the background past
+    ``GRAPH_BUILD_INLINE_MAX``: the upserts' total and longest time, and when the graph was in
+    use; against an index that inserts every item into its graph as it comes (the way before
+    session 14, ``ann_min_items=1``)."""
+    n = len(data)
+
+    def upserts(index: ItemIndex) -> tuple[float, float]:
+        longest = 0.0
+        start = time.perf_counter()
+        for i, v in enumerate(data):
+            t0 = time.perf_counter()
+            index.upsert(Item(f"i{i}", title=f"T{i}"), v)
+            longest = max(longest, time.perf_counter() - t0)
+        return (time.perf_counter() - start) * 1e3, longest * 1e3
+
+    every_ms, every_longest = upserts(ItemIndex(data.shape[1], ann_min_items=1))
+    index = ItemIndex(data.shape[1], ann_min_items=threshold)
+    t0 = time.perf_counter()
+    lazy_ms, lazy_longest = upserts(index)
+    while not index.wait_for_graph(0.01):  # a worker's next recommendation checks as often
+        if time.perf_counter() - t0 > 600:
+            raise RuntimeError("the graph was not ready within 10 minutes")
+    return {
+        "items": n,
+        "threshold": threshold,
+        "every_item_inserted": {
+            "caller_ms": round(every_ms, 1),
+            "longest_ms": round(every_longest, 2),
+        },
+        "built_at_threshold": {
+            "caller_ms": round(lazy_ms, 1),
+            "longest_ms": round(lazy_longest, 2),
+            "ready_after_ms": round((time.perf_counter() - t0) * 1e3, 1),
+            "state": index.graph_state(),
+        },
+    }
+
+
 def measure(
     vectors: np.ndarray,
     sizes: Sequence[int],
@@ -132,6 +175,7 @@ def measure(
     for n in sizes:
         data = widen(vectors, n, seed=seed)
         kernels = kernel(data, seed=seed)
+        build = graph_build(data, min(n, DEFAULT_ANN_MIN_ITEMS))
         exact, ann = ItemIndex(data.shape[1]), ItemIndex(data.shape[1], ann_min_items=1)
         for i, v in enumerate(data):
             exact.upsert(Item(f"i{i}", title=f"T{i}"), v)
@@ -164,6 +208,7 @@ def measure(
                 "fallback_share": round(fallbacks / len(people), 3),
                 "hnsw_insert_ms": round(insert_ms, 3),
                 "exact_kernel": kernels,
+                "graph_build": build,
             }
             rows.append(row)
             if progress:
@@ -286,6 +331,15 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                     f"{k['interests']} interests {k['one_matmul_ms']:.2f} → {k['dot_ms']:.2f}"
                     for k in r["exact_kernel"]
                 )
+            )
+        build = r.get("graph_build")
+        if build and r is next(x for x in rows if x["items"] == r["items"]):
+            every, lazy = build["every_item_inserted"], build["built_at_threshold"]
+            lines.append(
+                f"  graph, every item inserted as it comes: {every['caller_ms']:,.0f} ms on the "
+                f"caller (longest upsert {every['longest_ms']:.1f}); built from "
+                f"{build['threshold']:,} items: {lazy['caller_ms']:,.0f} ms (longest "
+                f"{lazy['longest_ms']:.1f}), in use after {lazy['ready_after_ms']:,.0f} ms"
             )
         lines.append(
             f"{r['items']:>5}  {r['history']:>7}  {r['interests_mean']:>9.1f}  "

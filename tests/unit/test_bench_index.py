@@ -27,8 +27,12 @@ def test_bench_index_writes_a_report_where_both_paths_agree(
         assert row["exact_ms"] > 0 and row["hnsw_ms"] > 0 and row["hnsw_insert_ms"] > 0
         assert row["overlap_at_10_mean"] >= 0.9, row
         assert 0 <= row["fallback_share"] <= 1
+        build = row["graph_build"]  # 400 items: built at once; 1,500: in the background
+        assert build["threshold"] == row["items"]
+        assert build["built_at_threshold"]["state"] == "ready"
+        assert build["every_item_inserted"]["caller_ms"] > 0
     table = capsys.readouterr().out
-    assert "overlap@10" in table and "1500" in table
+    assert "overlap@10" in table and "1500" in table and "every item inserted" in table
 
 
 def test_bench_index_rejects_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
