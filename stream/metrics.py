@@ -521,6 +521,17 @@ class _Collector(Collector):
             answers.add_metric(["hnsw"], rt.index.ann_answers)
             answers.add_metric(["fallback"], rt.index.ann_fallbacks)
             yield answers
+            graph = GaugeMetricFamily(
+                "crossprofile_index_graph",
+                "The item index's HNSW graph: 1 for its state now (off: exact only; waiting: "
+                "fewer items than the threshold; building: in a background thread, answers "
+                "exact meanwhile; ready: candidates come from it), 0 for the others.",
+                labels=["state"],
+            )
+            now = rt.index.graph_state()
+            for state in ("off", "waiting", "building", "ready"):
+                graph.add_metric([state], 1 if state == now else 0)
+            yield graph
         except (TypeError, AttributeError):
             pass
 

@@ -153,6 +153,8 @@ def test_metrics_endpoint_counts_events_and_reports_lag(
     hnsw = value(samples, "crossprofile_index_recommendations_total", path="hnsw") or 0
     fallback = value(samples, "crossprofile_index_recommendations_total", path="fallback") or 0
     assert hnsw + fallback >= 1  # the graph answered (or fell back) for the recommendations
+    assert value(samples, "crossprofile_index_graph", state="ready") == 1
+    assert value(samples, "crossprofile_index_graph", state="building") == 0
     assert value(samples, "crossprofile_profiles_held") == 1
     assert value(samples, "crossprofile_persons_known") == 1
     assert value(samples, "crossprofile_recovery_completed") == 1

@@ -123,6 +123,7 @@ def test_events_in_recommendations_out_across_platforms(
     assert stats["identity_inline"] == len(social) + 1 == stats["events_in"]
     # and it holds every persons partition: each item event was learned without that topic
     assert stats["profile_inline"] == len(social)
+    assert stats["index"]["graph"] == "waiting"  # 24 items: no HNSW graph below 10,000
     profiles = stack.reader("profiles")
     profiles.wait_for(lambda rs: len(rs) > 0)
     snapshots = [v for v in profiles.values() if v is not None]  # None: merge tombstones
