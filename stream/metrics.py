@@ -45,6 +45,7 @@ from prometheus_client.registry import Collector
 from .faust_compat import consumer_counters
 from .ingest import REASONS
 from .lag import GroupLag, LagReader, PartitionLag, consumed_topics
+from .recommend import GRAPH_STATES
 
 if TYPE_CHECKING:
     import faust
@@ -529,7 +530,7 @@ class _Collector(Collector):
                 labels=["state"],
             )
             now = rt.index.graph_state()
-            for state in ("off", "waiting", "building", "ready"):
+            for state in GRAPH_STATES:
                 graph.add_metric([state], 1 if state == now else 0)
             yield graph
         except (TypeError, AttributeError):

@@ -78,6 +78,15 @@ GRAPH_BUILD_INLINE_MAX = 1_000
 GRAPH_CATCH_UP_MAX = 256
 
 
+#: what :meth:`ItemIndex.graph_state` may say
+GRAPH_STATES = ("off", "waiting", "building", "ready")
+
+
+def _add_rows(graph: Any, first: int, vectors: np.ndarray) -> None:
+    """Rows ``first, first + 1, …`` into ``graph`` (none of them in it yet), in one call."""
+    graph.add(np.arange(first, first + len(vectors), dtype=np.uint64), vectors, threads=1)
+
+
 def _new_graph(dim: int) -> Any:
     from usearch.index import Index
 
@@ -266,7 +275,7 @@ class ItemIndex:
                 return
             graph = _new_graph(self.dim)
             if not self.background_build or n <= GRAPH_BUILD_INLINE_MAX:
-                graph.add(np.arange(n, dtype=np.uint64), self._vectors[:n], threads=1)
+                _add_rows(graph, 0, self._vectors[:n])
                 self._graph_rows, self._ann = n, graph
                 return
             self._building, self._build_started = graph, time.monotonic()
@@ -288,8 +297,8 @@ class ItemIndex:
         if n - self._graph_rows > GRAPH_CATCH_UP_MAX:
             self._graph_round(self._graph_rows, n)
             return
-        for row in range(self._graph_rows, n):
-            self._graph_put(graph, row)
+        if n > self._graph_rows:
+            _add_rows(graph, self._graph_rows, self._vectors[self._graph_rows : n])
         self._graph_rows, self._ann, self._building = n, graph, None
         log.info(
             "item index: HNSW graph of %d items ready after %.1f s",
@@ -299,13 +308,12 @@ class ItemIndex:
 
     def _graph_round(self, lo: int, hi: int) -> None:
         """Add rows ``[lo, hi)`` (their vectors as of now) to the graph being built, in a thread."""
-        keys = np.arange(lo, hi, dtype=np.uint64)
         vectors = self._vectors[lo:hi].copy()  # the array may grow (be replaced) meanwhile
         graph = self._building
 
         def add() -> None:
             try:
-                graph.add(keys, vectors, threads=1)
+                _add_rows(graph, lo, vectors)
             except BaseException as exc:  # reported on the caller's thread by _graph_step
                 self._build_error = exc
 

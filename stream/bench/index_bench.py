@@ -33,10 +33,11 @@ import numpy as np
 from stream.models import Item
 from stream.profile import InterestProfile
 from stream.recommend import ItemIndex
+from stream.settings import Settings
 
 K = 10
-#: where a worker's graph starts by default (Settings.index_ann_min_items)
-DEFAULT_ANN_MIN_ITEMS = 10_000
+#: where a worker's graph starts by default
+DEFAULT_ANN_MIN_ITEMS: int = Settings.model_fields["index_ann_min_items"].default
 
 
 def clustered(n: int, dim: int, *, seed: int, clusters: int = 64) -> np.ndarray:
@@ -118,43 +119,34 @@ def kernel(data: np.ndarray, *, repeats: int = 20, seed: int = 7) -> list[dict[s
     return out
 
 
+def _upserts(index: ItemIndex, data: np.ndarray) -> tuple[float, float]:
+    """Upsert every row of ``data`` into ``index``: the total and the longest upsert, in ms."""
+    longest = 0.0
+    start = time.perf_counter()
+    for i, v in enumerate(data):
+        t0 = time.perf_counter()
+        index.upsert(Item(f"i{i}", title=f"T{i}"), v)
+        longest = max(longest, time.perf_counter() - t0)
+    return (time.perf_counter() - start) * 1e3, longest * 1e3
+
+
 def graph_build(data: np.ndarray, threshold: int) -> dict[str, Any]:
     """What the graph costs the caller (a worker's event loop) as ``data`` is upserted into an
     index whose graph starts at ``threshold`` items, built in the background past
     ``GRAPH_BUILD_INLINE_MAX``: the upserts' total and longest time, and when the graph was in
-    use; against an index that inserts every item into its graph as it comes (the way before
-    session 14, ``ann_min_items=1``)."""
-    n = len(data)
-
-    def upserts(index: ItemIndex) -> tuple[float, float]:
-        longest = 0.0
-        start = time.perf_counter()
-        for i, v in enumerate(data):
-            t0 = time.perf_counter()
-            index.upsert(Item(f"i{i}", title=f"T{i}"), v)
-            longest = max(longest, time.perf_counter() - t0)
-        return (time.perf_counter() - start) * 1e3, longest * 1e3
-
-    every_ms, every_longest = upserts(ItemIndex(data.shape[1], ann_min_items=1))
+    use. (:func:`measure` sets it beside an index that inserts every item into its graph as it
+    comes, the way before session 14.)"""
     index = ItemIndex(data.shape[1], ann_min_items=threshold)
     t0 = time.perf_counter()
-    lazy_ms, lazy_longest = upserts(index)
+    caller_ms, longest_ms = _upserts(index, data)
     while not index.wait_for_graph(0.01):  # a worker's next recommendation checks as often
         if time.perf_counter() - t0 > 600:
             raise RuntimeError("the graph was not ready within 10 minutes")
     return {
-        "items": n,
-        "threshold": threshold,
-        "every_item_inserted": {
-            "caller_ms": round(every_ms, 1),
-            "longest_ms": round(every_longest, 2),
-        },
-        "built_at_threshold": {
-            "caller_ms": round(lazy_ms, 1),
-            "longest_ms": round(lazy_longest, 2),
-            "ready_after_ms": round((time.perf_counter() - t0) * 1e3, 1),
-            "state": index.graph_state(),
-        },
+        "caller_ms": round(caller_ms, 1),
+        "longest_ms": round(longest_ms, 2),
+        "ready_after_ms": round((time.perf_counter() - t0) * 1e3, 1),
+        "state": index.graph_state(),
     }
 
 
@@ -175,14 +167,21 @@ def measure(
     for n in sizes:
         data = widen(vectors, n, seed=seed)
         kernels = kernel(data, seed=seed)
-        build = graph_build(data, min(n, DEFAULT_ANN_MIN_ITEMS))
+        threshold = min(n, DEFAULT_ANN_MIN_ITEMS)
         exact, ann = ItemIndex(data.shape[1]), ItemIndex(data.shape[1], ann_min_items=1)
         for i, v in enumerate(data):
             exact.upsert(Item(f"i{i}", title=f"T{i}"), v)
-        t0 = time.perf_counter()
-        for i, v in enumerate(data):
-            ann.upsert(Item(f"i{i}", title=f"T{i}"), v)
-        insert_ms = (time.perf_counter() - t0) / n * 1e3
+        every_ms, every_longest = _upserts(ann, data)  # every item into the graph as it comes
+        insert_ms = every_ms / n
+        build = {
+            "items": n,
+            "threshold": threshold,
+            "every_item_inserted": {
+                "caller_ms": round(every_ms, 1),
+                "longest_ms": round(every_longest, 2),
+            },
+            "built_at_threshold": graph_build(data, threshold),
+        }
         prior = np.zeros(n, dtype=np.float32)
         prior[rng.integers(n, size=50)] = rng.random(50).astype(np.float32)
         for history in histories:
