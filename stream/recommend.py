@@ -101,19 +101,25 @@ def _new_graph(dim: int) -> Any:
 
 
 def _dot(rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """``rows @ vectors.T`` as float32; for one or two rows, one matrix-vector product each.
+    """``rows @ vectors.T`` as float32: up to three rows, one matrix-vector product each; more,
+    one matrix product over the rows padded with zeros to a multiple of four.
 
-    Measured on these CPUs (numpy's OpenBLAS, one thread, MiniLM vectors; ``crossprofile bench
-    index``): two rows against 12,000 items took 2.4 ms as one matrix product and 1.4 ms as two
-    matrix-vector products (24,000 items: 10.1 vs 6.7 ms); from four rows on the matrix product
-    is as fast or faster. Most profiles have one or two interests.
+    OpenBLAS's single-precision matrix product is slow for 2, 3, 5, 6 or 7 rows (its kernel
+    takes rows four at a time): against 6,000 MiniLM vectors on these CPUs, one thread, 3 rows
+    took 2.0-2.7 ms as one product, 1.8 padded to 4, 0.7-0.8 as three matrix-vector products
+    (12,000 items: 5.1-8.3 / 6.7 / 4.5-7.8 ms); 7 rows 5.3 ms, padded 2.1 (``crossprofile bench
+    index``, the exact kernel table). Most profiles have one to three interests.
     """
-    if len(rows) > 2:
-        return np.asarray(rows @ vectors.T, dtype=np.float32)
-    out = np.empty((len(rows), len(vectors)), dtype=np.float32)
-    for i, row in enumerate(rows):
-        np.matmul(vectors, row, out=out[i])
-    return out
+    m = len(rows)
+    if m <= 3:
+        out = np.empty((m, len(vectors)), dtype=np.float32)
+        for i, row in enumerate(rows):
+            np.matmul(vectors, row, out=out[i])
+        return out
+    pad = -m % 4
+    if pad:
+        rows = np.concatenate([rows, np.zeros((pad, rows.shape[1]), dtype=rows.dtype)])
+    return np.asarray(rows @ vectors.T, dtype=np.float32)[:m]
 
 
 class ItemIndex:

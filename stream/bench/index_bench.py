@@ -99,12 +99,13 @@ def _timed(
 def kernel(data: np.ndarray, *, repeats: int = 20, seed: int = 7) -> list[dict[str, Any]]:
     """Exact scoring's kernel at this size: ``m`` interests × every item, as one matrix product
     (``rows @ vectors.T``, the index before session 6) and as :func:`stream.recommend._dot`
-    (a matrix-vector product per row for up to 2 rows); median ms of ``repeats``."""
+    (a matrix-vector product per row for up to 3 rows, else one product over the rows padded to
+    a multiple of 4); median ms of ``repeats``."""
     from stream.recommend import _dot
 
     rng = np.random.default_rng(seed)
     out = []
-    for m in (1, 2, 4, 8):
+    for m in (1, 2, 3, 4, 6, 8):
         rows = np.ascontiguousarray(data[rng.integers(len(data), size=m)])
         timings: dict[str, list[float]] = {"gemm": [], "dot": []}
         for _ in range(repeats):
@@ -325,7 +326,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         if r.get("exact_kernel") and r is next(x for x in rows if x["items"] == r["items"]):
             lines.append(
-                "  exact kernel, ms as one matmul → per-row dot: "
+                "  exact kernel, ms as one matmul → as _dot: "
                 + ", ".join(
                     f"{k['interests']} interests {k['one_matmul_ms']:.2f} → {k['dot_ms']:.2f}"
                     for k in r["exact_kernel"]

@@ -14,6 +14,7 @@ from stream.profile import InterestProfile
 from stream.recommend import (
     ItemIndex,
     Signals,
+    _dot,
     _quotas,
     covisit_observations,
     covisit_record,
@@ -56,6 +57,17 @@ def build() -> tuple[ItemIndex, InterestProfile]:
             }
         )
     return index, profile
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 7, 8, 9])
+def test_dot_is_the_matrix_product_for_any_row_count(m: int) -> None:
+    """Matrix-vector products up to 3 rows, a zero-padded product beyond: the same numbers."""
+    rng = np.random.default_rng(m)
+    vectors = rng.standard_normal((50, 16)).astype(np.float32)
+    rows = rng.standard_normal((m, 16)).astype(np.float32)
+    got = _dot(rows, vectors)
+    assert got.shape == (m, 50) and got.dtype == np.float32
+    np.testing.assert_allclose(got, rows @ vectors.T, rtol=1e-5, atol=1e-5)
 
 
 def test_consumed_items_are_filtered() -> None:
