@@ -28,6 +28,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class ClosedClientNoise(logging.Filter):
+    """Drops kafka-python's "Metadata refresh: failed Cancelled" error: a client closed while a
+    metadata request was in flight logs it (kafka-python 3.0), though nothing failed — the
+    benchmarks and lag tools close their readers that way. Any other refresh failure passes.
+
+    >>> f = ClosedClientNoise()
+    >>> def rec(arg): return logging.LogRecord("kafka.cluster", 40, "", 0,
+    ...     "Metadata refresh: failed %s", (arg,), None)
+    >>> f.filter(rec(type("Cancelled", (Exception,), {})())), f.filter(rec(OSError("refused")))
+    (False, True)
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == "Metadata refresh: failed %s"
+            and isinstance(record.args, tuple)
+            and len(record.args) == 1
+            and type(record.args[0]).__name__ == "Cancelled"
+        )
+
+
 def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     if getattr(root, "_crossprofile", False):
@@ -41,7 +62,8 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
     for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("kafka.cluster").addFilter(ClosedClientNoise())
     root._crossprofile = True  # type: ignore[attr-defined]
 
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["ClosedClientNoise", "JsonFormatter", "configure_logging"]
