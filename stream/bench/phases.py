@@ -20,6 +20,7 @@ from stream.bench.stats import (
     backlog_target,
     interval_rates,
     percentiles,
+    percentiles_by_slice,
     quantile_interval,
     sustained_rate,
 )
@@ -158,6 +159,10 @@ def prewarm_phase(rig: Rig, stream: EventStream, n: int, opts: Options) -> dict[
     }
 
 
+#: the paced phase's latencies are also summarised per slice of this many seconds
+LATENCY_SLICE_S: Final = 10.0
+
+
 def latency_phase(rig: Rig, stream: EventStream, rate: float, opts: Options) -> dict[str, Any]:
     """Produce ``rate`` events/s for ``latency_s``; time each event to its recommendation."""
     produced0, learned0 = rig.produced, rig.watcher.learned
@@ -207,6 +212,10 @@ def latency_phase(rig: Rig, stream: EventStream, rate: float, opts: Options) -> 
         # how far this run's p99 can sit from the rate's true p99 (order statistics, 95 %)
         "latency_p99_ci95_ms": _rounded(quantile_interval(direct, 0.99)),
         "latency_deferred_ms": percentiles(late),
+        # saturation (every slice's tail high) or a hiccup (one slice's)
+        "latency_by_slice_ms": percentiles_by_slice(
+            [sent_at[e] - t0 for e in direct_ids], direct, LATENCY_SLICE_S
+        ),
         "without_recommendation": sum(1 for e in sent_at if e not in received),
         "drained": drained,
         "where_time_goes": window_report(first, last),

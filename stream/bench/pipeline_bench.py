@@ -293,6 +293,12 @@ def format_table(report: Mapping[str, Any]) -> str:
     row(f"latency p99 at {lat['rate_target']:g} events/s (ms)", _num(lat["latency_ms"]["p99"]))
     lo, hi = lat.get("latency_p99_ci95_ms") or (None, None)
     row("  p99's 95 % interval (ms)", f"{_num(lo)} – {_num(hi)}")
+    slices = lat.get("latency_by_slice_ms") or []
+    if len(slices) > 1:
+        width = slices[1]["from_s"] - slices[0]["from_s"]
+        lines.append(f"  p50 / p99 by {width:g}-s slice (ms): " + ", ".join(
+            f"{_num(q['p50'])} / {_num(q['p99'])}" for q in slices
+        ))  # fmt: skip
     for hop, q in (lat.get("by_hop") or {}).get("hops_ms", {}).items():
         row(f"  {hop} p50 / p99 (ms)", f"{_num(q['p50'])} / {_num(q['p99'])}")
     loop_lag = lat["where_time_goes"].get("event_loop_lag_ms") or {}

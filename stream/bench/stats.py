@@ -1,7 +1,8 @@
 """Rates, percentiles and targets of ``crossprofile bench pipeline`` (pure maths).
 
 * :func:`sustained_rate` and :func:`interval_rates` — counts per second from timed samples.
-* :func:`percentiles` — latency summaries; :func:`ratio`, :func:`backlog_target`.
+* :func:`percentiles` — latency summaries (:func:`percentiles_by_slice`: over a phase's time);
+  :func:`ratio`, :func:`backlog_target`.
 * :func:`targets` — the issue's targets, each with its value and whether it is met.
 """
 
@@ -67,6 +68,29 @@ def percentiles(values_ms: Sequence[float], qs: Sequence[float] = (50, 99)) -> d
         out[f"p{q:g}"] = round(float(np.percentile(arr, q)), 1) if arr.size else None
     out["n"] = int(arr.size)
     return out
+
+
+def percentiles_by_slice(
+    times_s: Sequence[float], values_ms: Sequence[float], slice_s: float
+) -> list[dict[str, Any]]:
+    """:func:`percentiles` of ``values_ms`` in consecutive ``slice_s``-second slices of
+    ``times_s`` (seconds from the phase's start, one per value), each with its ``from_s``: a tail
+    spread over every slice is a saturated worker, one slice's is a hiccup.
+
+    >>> first, second = percentiles_by_slice([0.5, 1.5, 2.5, 12], [10, 20, 30, 400], 10.0)
+    >>> first
+    {'from_s': 0.0, 'p50': 20.0, 'p99': 29.8, 'n': 3}
+    >>> second
+    {'from_s': 10.0, 'p50': 400.0, 'p99': 400.0, 'n': 1}
+    >>> percentiles_by_slice([], [], 10.0)
+    []
+    """
+    if slice_s <= 0:
+        raise ValueError("slice_s must be > 0")
+    slices: dict[int, list[float]] = {}
+    for t, v in zip(times_s, values_ms, strict=True):
+        slices.setdefault(int(t // slice_s), []).append(v)
+    return [{"from_s": k * slice_s, **percentiles(slices[k])} for k in sorted(slices)]
 
 
 def quantile_interval(

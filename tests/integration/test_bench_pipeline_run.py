@@ -53,6 +53,8 @@ def test_quick_run_reports_consistent_counts(
     assert latency["latency_ms"]["n"] + latency["latency_deferred_ms"]["n"] > 0
     # every directly answered event is found at each hop (internal topics read back)
     assert latency["by_hop"]["events"] == latency["latency_ms"]["n"]
+    # the slices hold every timed latency once
+    assert sum(q["n"] for q in latency["latency_by_slice_ms"]) == latency["latency_ms"]["n"]
     assert latency["by_hop"]["hops_ms"]["identity_to_recommendation"]["p50"] > 0
     assert latency["where_time_goes"]["event_loop_lag_ms"]["readings"] > 0
     assert set(report["ratios"]) == {"pipeline_unique_vs_encoder", "pipeline_zipf_vs_encoder"}
