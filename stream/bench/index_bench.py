@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
@@ -281,22 +282,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     histories = _ints(args.histories, parser, "--histories")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as in a worker (stream/cli.py)
+    # the index's "building the HNSW graph" lines would land between the progress lines; the
+    # report gives the build's figures
+    index_log = logging.getLogger("stream.recommend")
+    level = index_log.level
+    index_log.setLevel(logging.WARNING)
     t0 = time.perf_counter()
-    if args.synthetic:
-        vectors = clustered(min(args.texts, max(sizes)), 384, seed=args.seed)
-    else:
-        if not args.quiet:
-            print(f"encoding {args.texts:,} texts …", file=sys.stderr, flush=True)
-        vectors = _encoded(args.texts, args.seed)
-    rows = measure(
-        vectors,
-        sizes,
-        histories,
-        profiles=args.profiles,
-        repeats=args.repeats,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
+    try:
+        if args.synthetic:
+            vectors = clustered(min(args.texts, max(sizes)), 384, seed=args.seed)
+        else:
+            if not args.quiet:
+                print(f"encoding {args.texts:,} texts …", file=sys.stderr, flush=True)
+            vectors = _encoded(args.texts, args.seed)
+        rows = measure(
+            vectors,
+            sizes,
+            histories,
+            profiles=args.profiles,
+            repeats=args.repeats,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
+    finally:
+        index_log.setLevel(level)
     report = {
         "benchmark": "index",
         "vectors": "synthetic clustered" if args.synthetic else f"encoder, {len(vectors)} texts",
