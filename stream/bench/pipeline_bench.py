@@ -49,6 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from stream.bench.hops import HOPS
 from stream.bench.in_process import encoder_throughput, pure_costs, state_sizes
 from stream.bench.phases import run_phases, say
 from stream.bench.rig import WorkerGroup, WorkerProcess, load_average
@@ -299,8 +300,16 @@ def format_table(report: Mapping[str, Any]) -> str:
         lines.append(f"  p50 / p99 by {width:g}-s slice (ms): " + ", ".join(
             f"{_num(q['p50'])} / {_num(q['p99'])}" for q in slices
         ))  # fmt: skip
-    for hop, q in (lat.get("by_hop") or {}).get("hops_ms", {}).items():
-        row(f"  {hop} p50 / p99 (ms)", f"{_num(q['p50'])} / {_num(q['p99'])}")
+    by_hop = lat.get("by_hop") or {}
+    # every event resolved and learned where it came in: the two hops before the profile's are
+    # empty (0), and its hop starts at the bench's send
+    n = by_hop.get("events", 0)
+    inline = n > 0 and by_hop.get("identity_inline") == n == by_hop.get("profile_inline")
+    for hop, q in by_hop.get("hops_ms", {}).items():
+        if inline and hop in HOPS[:2]:
+            continue
+        name = "send_to_recommendation (all inline)" if inline and hop == HOPS[2] else hop
+        row(f"  {name} p50 / p99 (ms)", f"{_num(q['p50'])} / {_num(q['p99'])}")
     loop_lag = lat["where_time_goes"].get("event_loop_lag_ms") or {}
     if loop_lag.get("readings"):
         lag = f"{loop_lag['p50_ms']} / {loop_lag['p99_ms']}"

@@ -5,15 +5,17 @@ No broker, no worker: the end-to-end run is in ``tests/integration/test_bench_pi
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stream.bench import cli as bench_cli
 from stream.bench.in_process import pure_costs, state_sizes
-from stream.bench.pipeline_bench import QUICK, Options, build_parser, options
+from stream.bench.pipeline_bench import QUICK, Options, build_parser, format_table, options
 from stream.bench.stats import (
     backlog_target,
     interval_rates,
@@ -277,3 +279,23 @@ def test_hop_reader_finds_the_event_in_both_internal_record_shapes() -> None:
     assert _event_id(b'{"kind": "merge_out", "person": "p", "into": "q"}') is None
     assert _event_id(b"not json") is None
     assert _event_id(None) is None
+
+
+def test_the_table_names_the_inline_hop_and_prints_the_slices() -> None:
+    """A run where every event was resolved and learned where it came in has no internal hops:
+    the table says so instead of printing two hops of 0 ms; the paced slices get a line."""
+    path = Path(__file__).resolve().parents[2] / "docs" / "bench-pipeline.json"
+    report = json.loads(path.read_text())
+    by_hop = report["latency"]["by_hop"]
+    assert by_hop["identity_inline"] == by_hop["profile_inline"] == by_hop["events"] > 0
+    table = format_table(report)
+    assert "send_to_recommendation (all inline)" in table
+    assert "to_ingest_output" not in table
+    assert "p50 / p99 by 10-s slice (ms): " in table
+
+    routed = copy.deepcopy(report)
+    routed["latency"]["by_hop"]["profile_inline"] = 0  # the persons topic crossed
+    table = format_table(routed)
+    assert "(all inline)" not in table
+    for hop in ("to_ingest_output", "ingest_to_identity_output", "identity_to_recommendation"):
+        assert f"  {hop} p50 / p99 (ms)" in table
