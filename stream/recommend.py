@@ -107,8 +107,9 @@ def _dot(rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     OpenBLAS's single-precision matrix product is slow for 2, 3, 5, 6 or 7 rows (its kernel
     takes rows four at a time): against 6,000 MiniLM vectors on these CPUs, one thread, 3 rows
     took 2.0-2.7 ms as one product, 1.8 padded to 4, 0.7-0.8 as three matrix-vector products
-    (12,000 items: 5.1-8.3 / 6.7 / 4.5-7.8 ms); 7 rows 5.3 ms, padded 2.1 (``crossprofile bench
-    index``, the exact kernel table). Most profiles have one to three interests.
+    (12,000 items: 5.1-8.3 / 6.7 / 4.5-7.8 ms); 7 rows 5.3 ms, padded 2.1 (timings of session 15,
+    docs/performance-history.md; ``crossprofile bench index`` prints this kernel's table). Most
+    profiles have one to three interests.
     """
     m = len(rows)
     if m <= 3:
