@@ -308,7 +308,7 @@ def format_table(report: Mapping[str, Any]) -> str:
     for hop, q in by_hop.get("hops_ms", {}).items():
         if inline and hop in HOPS[:2]:
             continue
-        name = "send_to_recommendation (all inline)" if inline and hop == HOPS[2] else hop
+        name = "send_to_recommendation" if inline and hop == HOPS[2] else hop
         row(f"  {name} p50 / p99 (ms)", f"{_num(q['p50'])} / {_num(q['p99'])}")
     loop_lag = lat["where_time_goes"].get("event_loop_lag_ms") or {}
     if loop_lag.get("readings"):

@@ -289,13 +289,13 @@ def test_the_table_names_the_inline_hop_and_prints_the_slices() -> None:
     by_hop = report["latency"]["by_hop"]
     assert by_hop["identity_inline"] == by_hop["profile_inline"] == by_hop["events"] > 0
     table = format_table(report)
-    assert "send_to_recommendation (all inline)" in table
+    assert "  send_to_recommendation p50 / p99 (ms)" in table
     assert "to_ingest_output" not in table
     assert "p50 / p99 by 10-s slice (ms): " in table
 
     routed = copy.deepcopy(report)
     routed["latency"]["by_hop"]["profile_inline"] = 0  # the persons topic crossed
     table = format_table(routed)
-    assert "(all inline)" not in table
+    assert "send_to_recommendation" not in table
     for hop in ("to_ingest_output", "ingest_to_identity_output", "identity_to_recommendation"):
         assert f"  {hop} p50 / p99 (ms)" in table
