@@ -171,8 +171,7 @@ def measure(
         kernels = kernel(data, seed=seed)
         threshold = min(n, DEFAULT_ANN_MIN_ITEMS)
         exact, ann = ItemIndex(data.shape[1]), ItemIndex(data.shape[1], ann_min_items=1)
-        for i, v in enumerate(data):
-            exact.upsert(Item(f"i{i}", title=f"T{i}"), v)
+        _upserts(exact, data)
         every_ms, every_longest = _upserts(ann, data)  # every item into the graph as it comes
         insert_ms = every_ms / n
         build = {
@@ -333,7 +332,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """
     lines = ["items  history  interests  exact ms  hnsw ms  speedup  overlap@10  fallbacks"]
     for r in rows:
-        if r.get("exact_kernel") and r is next(x for x in rows if x["items"] == r["items"]):
+        first_of_size = r is next(x for x in rows if x["items"] == r["items"])
+        if r.get("exact_kernel") and first_of_size:
             lines.append(
                 "  exact kernel, ms as one matmul → as _dot: "
                 + ", ".join(
@@ -342,7 +342,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
                 )
             )
         build = r.get("graph_build")
-        if build and r is next(x for x in rows if x["items"] == r["items"]):
+        if build and first_of_size:
             every, lazy = build["every_item_inserted"], build["built_at_threshold"]
             lines.append(
                 f"  graph, every item inserted as it comes: {every['caller_ms']:,.0f} ms on the "

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stream.bench.hops import HOPS
 from stream.bench.in_process import encoder_throughput, pure_costs, state_sizes
-from stream.bench.phases import run_phases, say
+from stream.bench.phases import LATENCY_SLICE_S, run_phases, say
 from stream.bench.rig import WorkerGroup, WorkerProcess, load_average
 from stream.bench.stats import percentiles, ratio, sustained_rate, targets
 from stream.bench.streams import EventStream, ZipfSampler, distinct_texts, unique_items, zipf_items
@@ -296,8 +296,7 @@ def format_table(report: Mapping[str, Any]) -> str:
     row("  p99's 95 % interval (ms)", f"{_num(lo)} – {_num(hi)}")
     slices = lat.get("latency_by_slice_ms") or []
     if len(slices) > 1:
-        width = slices[1]["from_s"] - slices[0]["from_s"]
-        lines.append(f"  p50 / p99 by {width:g}-s slice (ms): " + ", ".join(
+        lines.append(f"  p50 / p99 by {LATENCY_SLICE_S:g}-s slice (ms): " + ", ".join(
             f"{_num(q['p50'])} / {_num(q['p99'])}" for q in slices
         ))  # fmt: skip
     by_hop = lat.get("by_hop") or {}
