@@ -595,10 +595,13 @@ class Signals:
     :meth:`ItemIndex.recommend` adds it to ``content`` × each interest's cosine. The defaults are
     the values chosen on the first 80 % of MovieLens-1M (``docs/quality.md``).
 
-    The matrix is dense (rows² float32: 55 MB at 3,700 items, 400 MB at the default
-    ``max_items`` of 10,000); items past ``max_items`` get content scores only (no popularity,
-    no co-visits). A catalogue of hundreds of thousands of items needs a sparse top-neighbour
-    table instead.
+    The matrix is dense (``max_items``² float32, 400 MB at the default 10,000), reserved whole
+    at construction: ``np.zeros`` of that size is virtual memory whose pages become resident as
+    co-visits are first written, so memory grows with the evidence and nothing is ever copied.
+    (Until session 16 it doubled as items arrived; the copy from 8,192 to 10,000 rows took
+    ~0.4 s, one stall of the worker's event loop.) Items past ``max_items`` get content scores
+    only (no popularity, no co-visits). A catalogue of hundreds of thousands of items needs a
+    sparse top-neighbour table instead.
 
     In the stream, :meth:`observation` is taken where the person's profile lives and shared with
     every worker through the ``<p>.covisits`` topic, where :meth:`count` applies it — so every
@@ -629,7 +632,6 @@ class Signals:
         collaborative: float = 1.0,
         popularity: float = 0.3,
         content: float = 0.3,
-        capacity: int = 1024,
         max_items: int = 10_000,
     ) -> None:
         if window < 1 or recent < 1 or not 0 < recency <= 1 or not 0 <= alpha <= 1:
@@ -647,7 +649,7 @@ class Signals:
         self.popularity = popularity
         self.content = content
         self.max_items = max(1, max_items)
-        cap = max(1, min(capacity, self.max_items))
+        cap = self.max_items  # every row at once: untouched pages of zeros cost no memory
         self._co = np.zeros((cap, cap), dtype=np.float32)
         self._count = np.zeros(cap, dtype=np.float64)
         self._norm = np.ones(cap, dtype=np.float32)  # max(count, 1) ** (1 - alpha), kept current
@@ -675,18 +677,6 @@ class Signals:
             "content": self.content,
             "max_items": self.max_items,
         }
-
-    def _grow(self, n: int) -> None:
-        cap = self._co.shape[0]
-        if n <= cap:
-            return
-        new = min(max(n, cap * 2), self.max_items)
-        co = np.zeros((new, new), dtype=np.float32)
-        co[:cap, :cap] = self._co
-        self._co = co
-        self._count = np.concatenate([self._count, np.zeros(new - cap)])
-        self._norm = np.concatenate([self._norm, np.ones(new - cap, dtype=np.float32)])
-        self._pop = np.concatenate([self._pop, np.zeros(new - cap)])
 
     def learn(self, profile: InterestProfile, index: ItemIndex, item_id: str, ts: int) -> None:
         """Count one item event of ``profile``'s person (call before ``profile`` learns it)."""
@@ -728,7 +718,6 @@ class Signals:
         if event is not None and not self._first_time(int(event)):
             self.replays_skipped += 1
             return True  # the same event's record again (a replay after a crash): counted once
-        self._grow(min(len(index), self.max_items))
         if self._t0 is None:
             self._t0 = ts
         x = (ts - self._t0) / (self.half_life_days * _MS_PER_DAY)
@@ -752,7 +741,6 @@ class Signals:
         """One score per index row for ``profile``'s person (popularity alone without one)."""
         n = len(index)
         m = min(n, self.max_items)  # rows with collaborative evidence
-        self._grow(m)
         out = np.zeros(n, dtype=np.float64)
         pop = self._pop[:m]
         top = float(pop.max()) if n else 0.0

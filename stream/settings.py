@@ -134,7 +134,8 @@ class Settings(BaseSettings):
     signals_max_items: int = Field(
         default=10_000,
         ge=1,
-        description="items with co-visit/popularity evidence (dense: rows^2 x 4 bytes of memory)",
+        description="items with co-visit/popularity evidence (a dense matrix reserved at start, "
+        "up to rows^2 x 4 bytes of memory as evidence fills it: 400 MB at 10,000)",
     )
     refresh_interval_s: float = Field(
         default=1.0, ge=0, description="at most one refresh per person per interval"
