@@ -149,6 +149,8 @@ def test_platform_masks_follow_upserts() -> None:
         index.upsert(Item(item_id, platforms=platforms[n % 4]), rng.normal(size=4))
         for platform in ("shop", "video", "news"):
             assert index.allowed(platform).tolist() == expected(platform), (n, platform)
+            scores = [0.0 if shown else -np.inf for shown in expected(platform)]
+            assert index.blocked(platform).tolist() == scores, (n, platform)
 
 
 def _histories() -> list[tuple[str, list[str]]]:
@@ -261,6 +263,22 @@ def test_signals_never_copy_their_matrix_as_items_arrive() -> None:
     # the last item went with the three before it, the nearest weighing most
     assert matrix[last, last - 3 : last].tolist() == pytest.approx([0.81, 0.9, 1.0])
     assert not matrix[last, : last - 3].any() and not matrix[last, last:].any()
+
+
+def test_the_popularity_share_of_the_prior_follows_every_count() -> None:
+    """Popularity is computed once for everyone until the next count, never served stale."""
+    index, profile = build()
+    signals = Signals(collaborative=0.0)
+    signals.learn(profile, index, "i0-1", ts=0)
+    first = signals.prior(None, index)
+    first[:] = 7.0  # a caller's copy: the shared share is untouched
+    assert signals.prior(None, index)[index.row("i0-1")] == pytest.approx(0.3)
+    for n in range(3):
+        signals.learn(profile, index, "i1-2", ts=n + 1)
+    now = signals.prior(None, index)
+    assert now[index.row("i1-2")] == pytest.approx(0.3) and now[index.row("i0-1")] < 0.3
+    index.upsert(Item("new"), vec(0, 0.5))
+    assert signals.prior(None, index).shape == (len(index),)  # a row more: computed again
 
 
 def test_blended_ranking_serves_the_prior_when_no_interest_exists_yet() -> None:
