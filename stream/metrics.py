@@ -43,6 +43,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.registry import Collector
 
 from .faust_compat import consumer_counters
+from .gc_pauses import GcPauses
 from .ingest import REASONS
 from .lag import GroupLag, LagReader, PartitionLag, consumed_topics
 from .recommend import GRAPH_STATES
@@ -71,6 +72,7 @@ LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 #: the loop-lag probe's timer period, and how many recent readings ``/stats`` summarises
 LOOP_LAG_EVERY_S = 0.05
 LOOP_LAG_RECENT = 200  # ten seconds at the period above
+GC_PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
 Key = tuple[str, str, int]  # group, topic, partition
 
@@ -195,6 +197,16 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.loop_lag_recent: deque[float] = deque(maxlen=LOOP_LAG_RECENT)
+        self.gc_pause_seconds = Histogram(
+            "crossprofile_gc_pause_seconds",
+            "Seconds each collection of the cyclic garbage collector stopped the worker "
+            "(generation 2: a full collection).",
+            ["generation"],
+            buckets=GC_PAUSE_BUCKETS,
+            registry=self.registry,
+        )
+        #: timed collections; installed into gc.callbacks by :func:`install_metrics`
+        self.gc = GcPauses(lambda g, s: self.gc_pause_seconds.labels(generation=g).observe(s))
         self.stalls = StallDetector(stall_after_s)
         self.lag: GroupLag | None = None
         self.lag_read_at: float | None = None  # monotonic
@@ -619,4 +631,5 @@ def install_metrics(app: faust.App, settings: Settings | None = None) -> WorkerM
 
     app.task(refresh_lag)
     app.task(probe_loop_lag)
+    metrics.gc.install()
     return metrics

@@ -177,6 +177,12 @@ class Settings(BaseSettings):
         gt=0,
         description="a partition with lag > 0 and no committed progress this long is 'stalled'",
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="once started, move the objects alive into the garbage collector's permanent "
+        "generation, so full collections (which stop the event loop) walk only what the stream "
+        "created since",
+    )
 
     @field_validator("topic_prefix")
     @classmethod

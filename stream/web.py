@@ -58,6 +58,7 @@ def stats(app: faust.App) -> dict[str, Any]:
             "item_vectors_shared": c.item_vectors_shared,
         },
         "event_loop_lag": rt.metrics.loop_lag_summary() if rt.metrics is not None else None,
+        "gc": rt.metrics.gc.summary() if rt.metrics is not None else None,
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 
+from .gc_pauses import freeze_startup_objects
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,8 +33,12 @@ class _Worker(faust.Worker):
 
     ready_file: Path | None = None
 
+    gc_freeze = False
+
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
+        if self.gc_freeze:
+            freeze_startup_objects()
         if self.ready_file is not None:
             self.ready_file.write_text(str(os.getpid()))
 
@@ -77,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False
         )
         worker.ready_file = args.ready_file
+        worker.gc_freeze = settings.gc_freeze
         worker.execute_from_commandline()
     return 0
 

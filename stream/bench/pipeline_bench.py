@@ -260,6 +260,18 @@ def _num(x: Any, fmt: str = ".1f") -> str:
     return "–" if x is None else format(x, fmt)
 
 
+def _gc_line(gc: Mapping[str, Any] | None) -> str | None:
+    """``share of the window / longest recent full collection`` of a phase's GC pauses.
+
+    >>> _gc_line({"share_of_window": 0.0123, "recent_max_ms": {"2": 41.5}})
+    '1.2 % / 41.5'
+    """
+    if not gc or gc.get("share_of_window") is None:
+        return None
+    longest = (gc.get("recent_max_ms") or {}).get("2")
+    return f"{100 * gc['share_of_window']:.1f} % / {_num(longest)}"
+
+
 def format_table(report: Mapping[str, Any]) -> str:
     """The figures as a plain-text table, then the targets."""
     enc, lat = report["encoder_raw"], report["latency"]
@@ -277,6 +289,9 @@ def format_table(report: Mapping[str, Any]) -> str:
         cores = _num(w["cpu_cores_used"].get("worker"), ".2f")
         row(f"  {name}: worker CPU cores / encoder busy", f"{cores} / {w['encoder_busy_share']}")
         row(f"  {name}: cache hit rate", _num(w["cache_hit_rate"], ".3f"))
+        gc_line = _gc_line(w.get("gc_pauses"))
+        if gc_line:
+            row(f"  {name}: GC pauses, share / longest full (ms)", gc_line)
         if name == "zipf":
             z = report.get("zipf") or {}
             row(
@@ -313,6 +328,9 @@ def format_table(report: Mapping[str, Any]) -> str:
     if loop_lag.get("readings"):
         lag = f"{loop_lag['p50_ms']} / {loop_lag['p99_ms']}"
         row("  worker event-loop lag p50 / p99 (ms)", lag)
+    gc_line = _gc_line(lat["where_time_goes"].get("gc_pauses"))
+    if gc_line:
+        row("  worker GC pauses, share / longest full (ms)", gc_line)
     for n, sizes in report["state_bytes_per_person"].items():
         row(f"profile state after {n} events (bytes)", str(sizes["codec_bytes"]))
     lines.append("")

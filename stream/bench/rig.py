@@ -148,7 +148,8 @@ class WorkerGroup:
 
 def merge_stats(stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Several workers' ``/stats`` as one: numbers summed key by key (nested too), anything else
-    (names, lists) taken from the first; of the event-loop lag summaries the worst.
+    (names, lists) taken from the first; of the event-loop lag summaries and the longest recent
+    GC pauses the worst.
 
     >>> merge_stats([{"n": 1, "e": {"s": 0.5, "p": "cpu"}}, {"n": 2, "e": {"s": 1.0, "p": "cpu"}}])
     {'n': 3, 'e': {'s': 1.5, 'p': 'cpu'}}
@@ -158,7 +159,7 @@ def merge_stats(stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, first in stats[0].items():
         values = [s.get(key) for s in stats]
-        if key == "event_loop_lag" and isinstance(first, Mapping):
+        if key in ("event_loop_lag", "recent_max_ms") and isinstance(first, Mapping):
             out[key] = _worst(values)
         elif isinstance(first, Mapping):
             out[key] = merge_stats([v if isinstance(v, Mapping) else {} for v in values])
@@ -334,6 +335,32 @@ def window_report(a: Probe, b: Probe) -> dict[str, Any]:
         "recommendations_out": b.stats["recommendations_out"] - a.stats["recommendations_out"],
         # the worker's event-loop lag over the last ~10 s before the window's end
         "event_loop_lag_ms": b.stats.get("event_loop_lag"),
+        "gc_pauses": gc_window(a.stats.get("gc"), b.stats.get("gc"), dt),
+    }
+
+
+def gc_window(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None, dt: float) -> Any:
+    """The worker's garbage-collector pauses between two ``/stats`` readings: collections and
+    seconds per generation, their share of the window, and the longest of the recent ones.
+
+    >>> a = {"collections": {"0": 10, "2": 1}, "seconds": {"0": 0.01, "2": 0.05}}
+    >>> b = {"collections": {"0": 30, "2": 3}, "seconds": {"0": 0.03, "2": 0.25},
+    ...      "recent_max_ms": {"0": 2.0, "2": 110.0}, "frozen_objects": 90000}
+    >>> w = gc_window(a, b, 10.0)
+    >>> w["collections"], w["seconds"], w["share_of_window"]
+    ({'0': 20, '2': 2}, {'0': 0.02, '2': 0.2}, 0.022)
+    """
+    if not a or not b:
+        return None
+    ca, sa = a.get("collections", {}), a.get("seconds", {})
+    collections = {g: n - ca.get(g, 0) for g, n in b.get("collections", {}).items()}
+    seconds = {g: round(s - sa.get(g, 0.0), 4) for g, s in b.get("seconds", {}).items()}
+    return {
+        "collections": collections,
+        "seconds": seconds,
+        "share_of_window": round(sum(seconds.values()) / dt, 4) if dt > 0 else None,
+        "recent_max_ms": b.get("recent_max_ms"),
+        "frozen_objects": b.get("frozen_objects"),
     }
 
 
@@ -347,6 +374,7 @@ __all__ = [
     "WorkerGroup",
     "WorkerProcess",
     "cpu_seconds",
+    "gc_window",
     "load_average",
     "merge_stats",
     "window_report",

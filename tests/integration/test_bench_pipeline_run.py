@@ -57,6 +57,9 @@ def test_quick_run_reports_consistent_counts(
     assert sum(q["n"] for q in latency["latency_by_slice_ms"]) == latency["latency_ms"]["n"]
     assert latency["by_hop"]["hops_ms"]["identity_to_recommendation"]["p50"] > 0
     assert latency["where_time_goes"]["event_loop_lag_ms"]["readings"] > 0
+    # the worker timed its garbage collections and froze its startup objects (the default)
+    gc_pauses = report["pipeline"]["unique"]["where_time_goes"]["gc_pauses"]
+    assert gc_pauses["frozen_objects"] > 10_000 and gc_pauses["collections"]["0"] > 0
     assert set(report["ratios"]) == {"pipeline_unique_vs_encoder", "pipeline_zipf_vs_encoder"}
     assert set(report["state_bytes_per_person"]) == {"10", "100", "1000"}
 

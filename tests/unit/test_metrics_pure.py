@@ -190,3 +190,35 @@ def test_event_loop_lag_probe_measures_a_blocked_loop() -> None:
 
     asyncio.run(main())
     assert m.loop_lag_summary()["max_ms"] >= 150.0
+
+
+def test_gc_pauses_are_a_histogram_per_generation_and_a_summary() -> None:
+    import gc
+
+    m = WorkerMetrics("g")
+    m.gc.install()
+    try:
+        gc.collect(2)
+        gc.collect(0)
+    finally:
+        m.gc.uninstall()
+    assert m.gc not in gc.callbacks
+    s = parse(m)
+    assert value(s, "crossprofile_gc_pause_seconds_count", generation="2") >= 1
+    assert value(s, "crossprofile_gc_pause_seconds_count", generation="0") >= 1
+    summary = m.gc.summary()
+    assert summary["collections"]["2"] >= 1 and summary["seconds"]["2"] > 0
+    assert summary["recent_max_ms"]["2"] > 0
+
+
+def test_one_gc_timer_per_process() -> None:
+    """A second worker app in the same process (tests) replaces the first's timer."""
+    import gc
+
+    first, second = WorkerMetrics("a"), WorkerMetrics("b")
+    first.gc.install()
+    second.gc.install()
+    try:
+        assert first.gc not in gc.callbacks and gc.callbacks.count(second.gc) == 1
+    finally:
+        second.gc.uninstall()
