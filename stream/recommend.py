@@ -9,10 +9,14 @@ Each recommended item names the interest it came from, that interest's label and
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
+import os
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +80,28 @@ HNSW_EXPANSION_SEARCH = 64
 GRAPH_BUILD_INLINE_MAX = 1_000
 #: rows upserted during a background round that the caller adds itself; more go to another round
 GRAPH_CATCH_UP_MAX = 256
+#: the background build thread's niceness (Linux): on a busy machine it gets about a tenth of a
+#: contended core, so the encoder and the event loop keep theirs. At 10,000 items the build is
+#: 2-3 s of a core; at normal priority it raised a paced 2-core worker's 10-s p99 from
+#: 100-150 ms to 270-315 ms for the slice it ran in (docs/performance-history.md, session 16)
+GRAPH_BUILD_NICE = 10
+#: rows per call into usearch in a background round: between calls the thread checks whether the
+#: process is exiting (a thread still inside usearch at interpreter exit aborted the process)
+GRAPH_BUILD_CHUNK = 1_000
+#: set at interpreter exit: background rounds stop at their next chunk
+_exiting = threading.Event()
+_builders: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_background_builds(timeout_s: float = 10.0) -> None:
+    """Let background graph builds end before the interpreter finalises: a daemon thread still
+    inside usearch's C++ code then was killed mid-call and aborted the process (exit code 134,
+    "terminate called without an active exception")."""
+    _exiting.set()
+    deadline = time.monotonic() + timeout_s
+    for thread in list(_builders):
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 #: what :meth:`ItemIndex.graph_state` may say
@@ -85,6 +111,18 @@ GRAPH_STATES = ("off", "waiting", "building", "ready")
 def _add_rows(graph: Any, first: int, vectors: np.ndarray) -> None:
     """Rows ``first, first + 1, …`` into ``graph`` (none of them in it yet), in one call."""
     graph.add(np.arange(first, first + len(vectors), dtype=np.uint64), vectors, threads=1)
+
+
+def lower_thread_priority(nice: int) -> bool:
+    """Make the calling thread (only it) ``nice`` on Linux, where a thread has its own niceness
+    and raising it needs no privilege; elsewhere, or if refused, leave it. True if applied."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError:
+        return False
+    return True
 
 
 def _new_graph(dim: int) -> Any:
@@ -321,13 +359,18 @@ class ItemIndex:
         graph = self._building
 
         def add() -> None:
+            lower_thread_priority(GRAPH_BUILD_NICE)  # yield to the encoder and the event loop
             try:
-                _add_rows(graph, lo, vectors)
+                for start in range(0, len(vectors), GRAPH_BUILD_CHUNK):
+                    if _exiting.is_set():
+                        return  # the process is exiting; the graph is not needed any more
+                    _add_rows(graph, lo + start, vectors[start : start + GRAPH_BUILD_CHUNK])
             except BaseException as exc:  # reported on the caller's thread by _graph_step
                 self._build_error = exc
 
         self._graph_rows = hi
         self._builder = threading.Thread(target=add, name="hnsw-build", daemon=True)
+        _builders.add(self._builder)
         self._builder.start()
 
     def _update_masks(self, row: int, item: Item) -> None:

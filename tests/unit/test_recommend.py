@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -553,3 +557,73 @@ def test_a_failed_background_build_leaves_the_index_exact_and_is_tried_again(
     index.upsert(Item(f"i{n}"), vectors[n])  # the next step starts over, with a working graph
     assert index.graph_state() == "building" and index.exact()
     assert index.wait_for_graph(60) and len(index._ann) == n + 1
+
+
+class _RecordingGraph(_GatedGraph):
+    """A real usearch graph that records, per bulk add, its rows and the calling thread's
+    niceness."""
+
+    def __init__(self, graph: object) -> None:
+        gate = threading.Event()
+        gate.set()
+        super().__init__(graph, gate)
+        self.calls: list[tuple[int, int]] = []
+
+    def add(self, keys: object, vectors: np.ndarray, **kw: object) -> object:
+        if np.ndim(vectors) == 2:
+            nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            self.calls.append((len(vectors), nice))
+        return super().add(keys, vectors, **kw)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_background_rounds_yield_the_cpu_and_go_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A background round runs at GRAPH_BUILD_NICE (the encoder and the event loop keep their
+    cores) and calls usearch GRAPH_BUILD_CHUNK rows at a time; the caller's thread keeps its
+    priority."""
+    from stream import recommend
+
+    graphs: list[_RecordingGraph] = []
+
+    def recording(dim: int) -> _RecordingGraph:
+        graphs.append(_RecordingGraph(real(dim)))
+        return graphs[-1]
+
+    real = recommend._new_graph
+    monkeypatch.setattr(recommend, "_new_graph", recording)
+    n = recommend.GRAPH_BUILD_INLINE_MAX + recommend.GRAPH_BUILD_CHUNK + 7
+    vectors = clustered(n, 16, seed=8, clusters=4)
+    index = ItemIndex(16, ann_min_items=n)
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    for i in range(n):
+        index.upsert(Item(f"i{i}"), vectors[i])
+    assert index.wait_for_graph(60) and len(index._ann) == n
+    (graph,) = graphs
+    assert [rows for rows, _ in graph.calls] == [recommend.GRAPH_BUILD_CHUNK] * (
+        n // recommend.GRAPH_BUILD_CHUNK
+    ) + [n % recommend.GRAPH_BUILD_CHUNK]
+    assert {nice for _, nice in graph.calls} == {max(before, recommend.GRAPH_BUILD_NICE)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_a_process_exiting_during_a_background_build_exits_cleanly(tmp_path: Path) -> None:
+    """A daemon thread still inside usearch at interpreter exit used to abort the process (exit
+    code 134, "terminate called without an active exception"); the round now stops at its next
+    chunk and the exit is clean."""
+    script = tmp_path / "exit_during_build.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from stream.models import Item\n"
+        "from stream.recommend import ItemIndex\n"
+        "index = ItemIndex(384, ann_min_items=5000)\n"
+        "v = np.random.default_rng(1).normal(size=(6000, 384)).astype(np.float32)\n"
+        "for i in range(6000):\n"
+        "    index.upsert(Item(f'i{i}'), v[i])\n"
+        "index.wait_for_graph(30)  # the first round; the arrivals' round ends during the exit\n"
+        "print(index.graph_state())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "terminate called" not in done.stderr
