@@ -95,9 +95,9 @@ _builders: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
 @atexit.register
 def _stop_background_builds(timeout_s: float = 10.0) -> None:
-    """Let background graph builds end before the interpreter finalises: a daemon thread still
-    inside usearch's C++ code then was killed mid-call and aborted the process (exit code 134,
-    "terminate called without an active exception")."""
+    """Let background graph builds end before the interpreter finalises: a daemon thread that
+    came back from usearch's C++ code during finalisation was ended there and aborted the process
+    (exit code 134, "terminate called without an active exception")."""
     _exiting.set()
     deadline = time.monotonic() + timeout_s
     for thread in list(_builders):
