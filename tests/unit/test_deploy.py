@@ -60,6 +60,8 @@ def exported_names() -> set[str]:
         now=0.0,
     )
     m.observe_encoder(4, 0.01)
+    m.gc("start", {"generation": 2})  # one timed full collection
+    m.gc("stop", {"generation": 2})
     for deferred in (False, True):
         m.event_received("e", now=0.0)
         m.recommendation_sent("e", deferred=deferred, now=0.1)
