@@ -206,10 +206,9 @@ class ItemIndex:
         self._items: list[Item] = []
         self._row: dict[str, int] = {}
         self._row_by_hash: dict[int, int] = {}  # item_hash -> row (profiles keep hashes)
-        # per platform: which rows may be shown there, kept current by upsert (building one from
-        # the items took 3 ms per recommendation at 10,000 items); and the same as a score to
-        # add, 0 or -inf, which filters a ranking in the add that blends its prior in
-        self._masks: dict[str, np.ndarray] = {}
+        # per platform, a score per row to add: 0 where the item may be shown there, -inf
+        # elsewhere (so a ranking filters in the add that blends its prior in); kept current by
+        # upsert (building one from the items took 3 ms per recommendation at 10,000 items)
         self._blocked: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -278,7 +277,7 @@ class ItemIndex:
                 self._graph_put(self._ann, row)
             elif self._building is not None and row < self._graph_rows:
                 self._moved.add(row)  # its old vector may be in the graph being built
-        self._update_masks(row, item)
+        self._update_blocked(row, item)
         self._graph_step()
 
     # --- the HNSW graph ------------------------------------------------------------------------
@@ -373,35 +372,30 @@ class ItemIndex:
         _builders.add(self._builder)
         self._builder.start()
 
-    def _update_masks(self, row: int, item: Item) -> None:
-        for platform, mask in self._masks.items():
-            blocked = self._blocked[platform]
-            if row >= mask.size:
-                mask = self._masks[platform] = np.resize(mask, self._vectors.shape[0])
-                blocked = self._blocked[platform] = np.resize(blocked, mask.size)
-            shown = not item.platforms or platform in item.platforms
-            mask[row] = shown
-            blocked[row] = 0.0 if shown else -np.inf
+    def _update_blocked(self, row: int, item: Item) -> None:
+        for platform, blocked in self._blocked.items():
+            if row >= blocked.size:
+                blocked = self._blocked[platform] = np.resize(blocked, self._vectors.shape[0])
+            blocked[row] = 0.0 if not item.platforms or platform in item.platforms else -np.inf
+
+    def blocked(self, platform: str) -> np.ndarray:
+        """A score per row (``len(self)`` of them) to add: 0 where the item may be shown on
+        ``platform``, -inf elsewhere."""
+        n = len(self._items)
+        blocked = self._blocked.get(platform)
+        if blocked is None:
+            shown = np.fromiter(
+                (not it.platforms or platform in it.platforms for it in self._items), bool, n
+            )
+            blocked = np.full(self._vectors.shape[0], -np.inf, dtype=np.float32)
+            blocked[:n][shown] = 0.0
+            self._blocked[platform] = blocked
+        return blocked[:n]
 
     def allowed(self, platform: str) -> np.ndarray:
         """Boolean per row (``len(self)`` of them): may the item be shown on ``platform``?"""
-        n = len(self._items)
-        mask = self._masks.get(platform)
-        if mask is None:
-            mask = np.zeros(self._vectors.shape[0], dtype=bool)
-            mask[:n] = np.fromiter(
-                (not it.platforms or platform in it.platforms for it in self._items), bool, n
-            )
-            self._masks[platform] = mask
-            self._blocked[platform] = np.where(mask, np.float32(0.0), np.float32(-np.inf))
-        return mask[:n]
-
-    def blocked(self, platform: str) -> np.ndarray:
-        """:meth:`allowed` as a score to add: 0 where the item may be shown, -inf elsewhere."""
-        n = len(self._items)
-        if platform not in self._blocked:
-            self.allowed(platform)
-        return self._blocked[platform][:n]
+        shown: np.ndarray = self.blocked(platform) == 0
+        return shown
 
     def recommend(
         self,
@@ -547,14 +541,10 @@ class ItemIndex:
                 centroids = centroids * np.float32(content_weight)
             sims = _dot(centroids, self._vectors[sel])
         bias = None if prior is None else prior[..., sel]
-        own = cols is not None  # indexing by an array copies; a slice is a view (not ours)
         if blocked is not None:
-            bias, own = (blocked[sel], own) if bias is None else (bias + blocked[sel], True)
-        if dropped.size:
-            if bias is None:
-                bias, own = np.zeros(sims.shape[1], dtype=np.float32), True
-            elif not own:
-                bias, own = bias.copy(), True
+            bias = blocked[sel] if bias is None else bias + blocked[sel]
+        if dropped.size:  # written into: a copy of its own (a slice of the prior is a view)
+            bias = np.zeros(sims.shape[1], np.float32) if bias is None else np.array(bias)
             bias[..., dropped if cols is None else np.isin(cols, dropped)] = -np.inf
         if bias is not None:
             sims += bias
@@ -577,7 +567,7 @@ class ItemIndex:
         s = np.array(scores[:n], dtype=np.float64)
         s[s <= 0] = -np.inf
         if platform is not None:
-            s[~self.allowed(platform)[:n]] = -np.inf
+            s += self.blocked(platform)[:n]
         return [
             Scored(
                 item_id=self._items[r].id,
