@@ -46,6 +46,7 @@ from .faust_compat import consumer_counters
 from .gc_pauses import GcPauses
 from .ingest import REASONS
 from .lag import GroupLag, LagReader, PartitionLag, consumed_topics
+from .loop_busy import LoopBusy
 from .recommend import GRAPH_STATES
 
 if TYPE_CHECKING:
@@ -207,6 +208,8 @@ class WorkerMetrics:
         )
         #: timed collections; installed into gc.callbacks by :func:`install_metrics`
         self.gc = GcPauses(lambda g, s: self.gc_pause_seconds.labels(generation=g).observe(s))
+        #: the event loop's busy time; installed on the worker's loop by the lag probe
+        self.loop_busy = LoopBusy()
         self.stalls = StallDetector(stall_after_s)
         self.lag: GroupLag | None = None
         self.lag_read_at: float | None = None  # monotonic
@@ -263,6 +266,7 @@ class WorkerMetrics:
         """Sleep ``every_s`` again and again; how much later than asked each wake-up comes is
         the event loop's lag."""
         loop = asyncio.get_running_loop()
+        self.loop_busy.install(loop)
         while True:
             t0 = loop.time()
             await asyncio.sleep(every_s)
@@ -382,6 +386,15 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._lag()
+        if self.m.loop_busy.installed:
+            busy = CounterMetricFamily(
+                "crossprofile_event_loop_busy_seconds",
+                "Seconds the worker's event loop spent running callbacks rather than waiting "
+                "for I/O or timers; its rate is the loop's busy share (near 1: the loop is the "
+                "worker's bound).",
+            )
+            busy.add_metric([], self.m.loop_busy.busy_seconds)
+            yield busy
         app = self.m.app
         if app is None:
             return

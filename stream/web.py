@@ -59,6 +59,7 @@ def stats(app: faust.App) -> dict[str, Any]:
         },
         "event_loop_lag": rt.metrics.loop_lag_summary() if rt.metrics is not None else None,
         "gc": rt.metrics.gc.summary() if rt.metrics is not None else None,
+        "event_loop": rt.metrics.loop_busy.summary() if rt.metrics is not None else None,
     }
 
 

@@ -30,7 +30,9 @@ worker`` process on a fresh topic prefix and consumer group, and measures:
 
 Where the time goes: per window, the worker's, broker's and this process's CPU use
 (``/proc``), and the deltas of the worker's ``/stats`` encoder counters (batches, texts, seconds
-spent in the encoder, cache hits). Benchmarks print figures; tests only check their consistency.
+spent in the encoder, cache hits) and of its event loop's busy time (:mod:`stream.loop_busy`):
+a loop busy near 1 is the bound, not the encoder. Benchmarks print figures; tests only check
+their consistency.
 """
 
 from __future__ import annotations
@@ -287,7 +289,10 @@ def format_table(report: Mapping[str, Any]) -> str:
         w = ph["where_time_goes"]
         row(f"pipeline {name} (events/s)", _num(ph["events_per_s"]))
         cores = _num(w["cpu_cores_used"].get("worker"), ".2f")
-        row(f"  {name}: worker CPU cores / encoder busy", f"{cores} / {w['encoder_busy_share']}")
+        row(
+            f"  {name}: CPU cores / encoder / loop busy",
+            f"{cores} / {w['encoder_busy_share']} / {w.get('event_loop_busy_share')}",
+        )
         row(f"  {name}: cache hit rate", _num(w["cache_hit_rate"], ".3f"))
         gc_line = _gc_line(w.get("gc_pauses"))
         if gc_line:
@@ -328,6 +333,12 @@ def format_table(report: Mapping[str, Any]) -> str:
     if loop_lag.get("readings"):
         lag = f"{loop_lag['p50_ms']} / {loop_lag['p99_ms']}"
         row("  worker event-loop lag p50 / p99 (ms)", lag)
+    lw = lat["where_time_goes"]
+    if lw.get("event_loop_busy_share") is not None:
+        row(
+            "  worker encoder / event-loop busy",
+            f"{lw['encoder_busy_share']} / {lw['event_loop_busy_share']}",
+        )
     gc_line = _gc_line(lat["where_time_goes"].get("gc_pauses"))
     if gc_line:
         row("  worker GC pauses, share / longest full (ms)", gc_line)

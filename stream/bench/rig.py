@@ -326,6 +326,10 @@ def window_report(a: Probe, b: Probe) -> dict[str, Any]:
         "encoder_texts": d["texts"],
         "encoder_mean_batch": round(d["texts"] / d["batches"], 2) if d["batches"] else None,
         "encoder_busy_share": round(d["seconds"] / dt, 3),
+        # summed over a group's workers, like the encoder's (near 1 per worker: the loop bounds)
+        "event_loop_busy_share": loop_busy_share(
+            a.stats.get("event_loop"), b.stats.get("event_loop"), dt
+        ),
         "encoder_texts_per_busy_s": round(d["cache_misses"] / d["seconds"], 1)
         if d["seconds"]
         else None,
@@ -337,6 +341,19 @@ def window_report(a: Probe, b: Probe) -> dict[str, Any]:
         "event_loop_lag_ms": b.stats.get("event_loop_lag"),
         "gc_pauses": gc_window(a.stats.get("gc"), b.stats.get("gc"), dt),
     }
+
+
+def loop_busy_share(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None, dt: float) -> Any:
+    """The share of a window the worker's event loop was busy, from two ``/stats.event_loop``
+    readings (None where the worker does not measure it).
+
+    >>> loop_busy_share({"busy_seconds": 1.0}, {"busy_seconds": 8.5}, 10.0)
+    0.75
+    """
+    start, end = (a or {}).get("busy_seconds"), (b or {}).get("busy_seconds")
+    if start is None or end is None or dt <= 0:
+        return None
+    return round((end - start) / dt, 3)
 
 
 def gc_window(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None, dt: float) -> Any:
@@ -376,6 +393,7 @@ __all__ = [
     "cpu_seconds",
     "gc_window",
     "load_average",
+    "loop_busy_share",
     "merge_stats",
     "window_report",
 ]

@@ -60,6 +60,9 @@ def test_quick_run_reports_consistent_counts(
     # the worker timed its garbage collections and froze its startup objects (the default)
     gc_pauses = report["pipeline"]["unique"]["where_time_goes"]["gc_pauses"]
     assert gc_pauses["frozen_objects"] > 10_000 and gc_pauses["collections"]["0"] > 0
+    # the worker timed its event loop: busy some of the phase, never more than all of it
+    busy = report["pipeline"]["unique"]["where_time_goes"]["event_loop_busy_share"]
+    assert 0 < busy <= 1.05
     assert set(report["ratios"]) == {"pipeline_unique_vs_encoder", "pipeline_zipf_vs_encoder"}
     assert set(report["state_bytes_per_person"]) == {"10", "100", "1000"}
 

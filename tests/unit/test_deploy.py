@@ -4,6 +4,7 @@ rules' unit tests pass."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -62,6 +63,9 @@ def exported_names() -> set[str]:
     m.observe_encoder(4, 0.01)
     m.gc("start", {"generation": 2})  # one timed full collection
     m.gc("stop", {"generation": 2})
+    loop = asyncio.new_event_loop()
+    m.loop_busy.install(loop)  # as the lag probe does on the worker's loop
+    loop.close()
     for deferred in (False, True):
         m.event_received("e", now=0.0)
         m.recommendation_sent("e", deferred=deferred, now=0.1)

@@ -192,6 +192,39 @@ def test_event_loop_lag_probe_measures_a_blocked_loop() -> None:
     assert m.loop_lag_summary()["max_ms"] >= 150.0
 
 
+def test_the_lag_probe_times_its_loop_busy_and_idle() -> None:
+    """Busy: between one select returning and the next (a blocking step); idle: inside select."""
+    import asyncio
+    import time
+
+    m = WorkerMetrics("g")
+    assert m.loop_busy.summary() == {"busy_seconds": None, "idle_seconds": None}
+    assert value(parse(m), "crossprofile_event_loop_busy_seconds_total") is None
+
+    async def main() -> None:
+        probe = asyncio.ensure_future(m.run_loop_lag_probe(every_s=0.01))
+        await asyncio.sleep(0.02)
+        time.sleep(0.2)  # blocked: busy
+        await asyncio.sleep(0.2)  # waiting: idle
+        probe.cancel()
+
+    asyncio.run(main())
+    summary = m.loop_busy.summary()
+    assert summary["busy_seconds"] >= 0.2 and summary["idle_seconds"] >= 0.15
+    exported = value(parse(m), "crossprofile_event_loop_busy_seconds_total")
+    assert exported == pytest.approx(m.loop_busy.busy_seconds)
+
+
+def test_a_loop_without_a_python_selector_is_left_alone() -> None:
+    from types import SimpleNamespace
+
+    from stream.loop_busy import LoopBusy
+
+    busy = LoopBusy()
+    assert not busy.install(SimpleNamespace())  # type: ignore[arg-type]  # e.g. uvloop
+    assert not busy.installed and busy.summary()["busy_seconds"] is None
+
+
 def test_gc_pauses_are_a_histogram_per_generation_and_a_summary() -> None:
     import gc
 
