@@ -274,6 +274,34 @@ def _gc_line(gc: Mapping[str, Any] | None) -> str | None:
     return f"{100 * gc['share_of_window']:.1f} % / {_num(longest)}"
 
 
+#: the busy share (per worker) from which a part is named a max-rate phase's bound
+BOUND_SHARE = 0.9
+
+
+def bound_by(where: Mapping[str, Any], workers: int = 1) -> str:
+    """Which part held a max-rate phase back, from its busy shares (summed over ``workers``).
+
+    >>> bound_by({"encoder_busy_share": 0.99, "event_loop_busy_share": 0.39})
+    'the encoder (busy 0.99)'
+    >>> bound_by({"encoder_busy_share": 0.8, "event_loop_busy_share": 1.94}, workers=2)
+    'the event loop (busy 0.97)'
+    >>> bound_by({"encoder_busy_share": 0.5, "event_loop_busy_share": 0.6})
+    'neither (the machine, the broker or the load generator)'
+    """
+    shares = {
+        "the encoder": where.get("encoder_busy_share"),
+        "the event loop": where.get("event_loop_busy_share"),
+    }
+    full = {
+        name: share / max(1, workers)
+        for name, share in shares.items()
+        if share is not None and share / max(1, workers) >= BOUND_SHARE
+    }
+    if not full:
+        return "neither (the machine, the broker or the load generator)"
+    return " and ".join(f"{name} (busy {share:.2f})" for name, share in full.items())
+
+
 def format_table(report: Mapping[str, Any]) -> str:
     """The figures as a plain-text table, then the targets."""
     enc, lat = report["encoder_raw"], report["latency"]
@@ -293,6 +321,8 @@ def format_table(report: Mapping[str, Any]) -> str:
             f"  {name}: CPU cores / encoder / loop busy",
             f"{cores} / {w['encoder_busy_share']} / {w.get('event_loop_busy_share')}",
         )
+        workers = int((report.get("options") or {}).get("workers") or 1)
+        lines.append(f"  {name}: bound by {bound_by(w, workers)}")
         row(f"  {name}: cache hit rate", _num(w["cache_hit_rate"], ".3f"))
         gc_line = _gc_line(w.get("gc_pauses"))
         if gc_line:
