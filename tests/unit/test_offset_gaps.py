@@ -8,6 +8,7 @@ of ``stream.faust_compat`` follows it when it picks the offset to commit.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -268,3 +269,47 @@ def test_a_refill_that_cannot_deliver_stops_and_leaves_the_hole(
     consumer.callback = closed
     asyncio.run(consumer._refill(tp, 10, 12))  # no exception escapes the task
     assert consumer.records_refilled == 0 and not consumer._gap[tp]
+
+
+def _stop_commits(final: Any) -> list[str]:
+    """What ``final`` (a consumer's commit at stop) commits while Faust's periodic commit, taken
+    before the last acks, is still in flight."""
+
+    async def scenario() -> list[str]:
+        consumer, _refilled = _consumer()
+        consumer.app = SimpleNamespace(client_only=False)
+        consumer.loop = asyncio.get_running_loop()
+        calls: list[str] = []
+
+        async def force_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
+            calls.append("a commit of every offset acked by now")
+            return True
+
+        consumer.force_commit = force_commit
+        in_flight: asyncio.Future[None] = consumer.loop.create_future()
+        consumer._commit_fut = in_flight
+
+        async def periodic_commit_ends() -> None:
+            await asyncio.sleep(0.01)
+            calls.append("the periodic commit ends")
+            consumer._commit_fut = None  # as Faust's commit() does when it ends
+            in_flight.set_result(None)
+
+        ending = asyncio.ensure_future(periodic_commit_ends())
+        await final(consumer)
+        await ending
+        return calls
+
+    return asyncio.run(scenario())
+
+
+def test_the_commit_at_stop_follows_a_commit_in_flight() -> None:
+    """Faust's own last commit only waits for the one in flight (whose offsets may predate the
+    last acks: a restarted worker would process those events again); ours commits after it."""
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    assert _stop_commits(FaustConsumer.commit_and_end_transactions) == ["the periodic commit ends"]
+    assert _stop_commits(TrueEndConsumer.commit_and_end_transactions) == [
+        "the periodic commit ends",
+        "a commit of every offset acked by now",
+    ]
