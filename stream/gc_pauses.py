@@ -73,12 +73,18 @@ class GcPauses:
 
     def summary(self) -> dict[str, Any]:
         """Collections and seconds per generation since start (cumulative: a reader takes
-        differences), the longest of the recent ones, and the objects frozen at start."""
+        differences), the longest of the recent ones, and the objects frozen at start.
+
+        Copies first, each in one C call: a collection on another thread (the encoder's) may
+        append to ``recent`` while this thread is between two steps of a Python loop over it
+        ("deque mutated during iteration" answered a ``/stats`` with 500 once in CI)."""
+        recent = list(self.recent)
+        seconds = dict(self.seconds)
         return {
             "collections": dict(self.collections),
-            "seconds": {g: round(s, 4) for g, s in self.seconds.items()},
+            "seconds": {g: round(s, 4) for g, s in seconds.items()},
             "recent_max_ms": {
-                g: round(max((s for gg, s in self.recent if gg == g), default=0.0) * 1000.0, 2)
+                g: round(max((s for gg, s in recent if gg == g), default=0.0) * 1000.0, 2)
                 for g in GENERATIONS
             },
             "frozen_objects": gc.get_freeze_count(),

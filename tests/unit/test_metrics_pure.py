@@ -244,6 +244,36 @@ def test_gc_pauses_are_a_histogram_per_generation_and_a_summary() -> None:
     assert summary["recent_max_ms"]["2"] > 0
 
 
+def test_the_gc_summary_survives_a_collection_on_another_thread() -> None:
+    """A collection on the encoder's thread appends to the recent pauses while ``/stats`` reads
+    them (a 500 once in CI): the summary copies them first. Without the copy this loop failed
+    ~40 % of its calls."""
+    import sys
+    import threading
+
+    from stream.gc_pauses import GcPauses
+
+    pauses = GcPauses()
+    pauses.recent.extend([("0", 0.001)] * 150)
+    stop = threading.Event()
+
+    def collections_elsewhere() -> None:
+        while not stop.is_set():
+            pauses.recent.append(("0", 0.001))
+
+    writer = threading.Thread(target=collections_elsewhere)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    writer.start()
+    try:
+        for _ in range(500):
+            assert pauses.summary()["recent_max_ms"]["0"] == 1.0
+    finally:
+        sys.setswitchinterval(interval)
+        stop.set()
+        writer.join()
+
+
 def test_one_gc_timer_per_process() -> None:
     """A second worker app in the same process (tests) replaces the first's timer."""
     import gc
