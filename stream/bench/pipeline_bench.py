@@ -288,15 +288,15 @@ def bound_by(where: Mapping[str, Any], workers: int = 1) -> str:
     >>> bound_by({"encoder_busy_share": 0.5, "event_loop_busy_share": 0.6})
     'neither (the machine, the broker or the load generator)'
     """
-    shares = {
-        "the encoder": where.get("encoder_busy_share"),
-        "the event loop": where.get("event_loop_busy_share"),
-    }
-    full = {
+    per_worker = {
         name: share / max(1, workers)
-        for name, share in shares.items()
-        if share is not None and share / max(1, workers) >= BOUND_SHARE
+        for name, share in (
+            ("the encoder", where.get("encoder_busy_share")),
+            ("the event loop", where.get("event_loop_busy_share")),
+        )
+        if share is not None
     }
+    full = {name: share for name, share in per_worker.items() if share >= BOUND_SHARE}
     if not full:
         return "neither (the machine, the broker or the load generator)"
     return " and ".join(f"{name} (busy {share:.2f})" for name, share in full.items())
@@ -313,6 +313,7 @@ def format_table(report: Mapping[str, Any]) -> str:
 
     row(f"raw encoder, batch {enc['batch_size']} (sentences/s)", _num(enc["sentences_per_s"]))
     row("raw encoder, one sorted call (sentences/s)", _num(enc["sentences_per_s_one_sorted_call"]))
+    workers = int((report.get("options") or {}).get("workers") or 1)
     for name, ph in report["pipeline"].items():
         w = ph["where_time_goes"]
         row(f"pipeline {name} (events/s)", _num(ph["events_per_s"]))
@@ -321,7 +322,6 @@ def format_table(report: Mapping[str, Any]) -> str:
             f"  {name}: CPU cores / encoder / loop busy",
             f"{cores} / {w['encoder_busy_share']} / {w.get('event_loop_busy_share')}",
         )
-        workers = int((report.get("options") or {}).get("workers") or 1)
         lines.append(f"  {name}: bound by {bound_by(w, workers)}")
         row(f"  {name}: cache hit rate", _num(w["cache_hit_rate"], ".3f"))
         gc_line = _gc_line(w.get("gc_pauses"))
@@ -359,17 +359,17 @@ def format_table(report: Mapping[str, Any]) -> str:
             continue
         name = "send_to_recommendation" if inline and hop == HOPS[2] else hop
         row(f"  {name} p50 / p99 (ms)", f"{_num(q['p50'])} / {_num(q['p99'])}")
-    loop_lag = lat["where_time_goes"].get("event_loop_lag_ms") or {}
+    lw = lat["where_time_goes"]
+    loop_lag = lw.get("event_loop_lag_ms") or {}
     if loop_lag.get("readings"):
         lag = f"{loop_lag['p50_ms']} / {loop_lag['p99_ms']}"
         row("  worker event-loop lag p50 / p99 (ms)", lag)
-    lw = lat["where_time_goes"]
     if lw.get("event_loop_busy_share") is not None:
         row(
             "  worker encoder / event-loop busy",
             f"{lw['encoder_busy_share']} / {lw['event_loop_busy_share']}",
         )
-    gc_line = _gc_line(lat["where_time_goes"].get("gc_pauses"))
+    gc_line = _gc_line(lw.get("gc_pauses"))
     if gc_line:
         row("  worker GC pauses, share / longest full (ms)", gc_line)
     for n, sizes in report["state_bytes_per_person"].items():
